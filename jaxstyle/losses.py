@@ -1,0 +1,99 @@
+"""Loss terms as pure single-image functions (features are H×W×C, images H×W×3).
+
+Notation as in the README: F is a layer's features reshaped to N×C with N = H·W positions,
+G = FᵀF / norm, "mean" averages over every element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def gram(features: jax.Array, norm: str = "hw") -> jax.Array:
+    """C×C Gram matrix, divided by H·W (``"hw"``, pystiche) or C·H·W (``"chw"``, Gatys/JJ).
+
+    Accumulates in float32 even for bfloat16 features.
+    """
+    h, w, c = features.shape
+    f = features.reshape(h * w, c)
+    g = jnp.matmul(f.T, f, preferred_element_type=_acc_dtype(features))
+    return g / (h * w * (c if norm == "chw" else 1))
+
+
+def _acc_dtype(x: jax.Array):
+    # At least float32 (bf16 features accumulate in fp32); float64 stays float64.
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
+    """mean((F - F_c)²): the paper's ½·Σ, rescaled to a mean as every modern tool does."""
+    return jnp.mean(jnp.square(features.astype(_acc_dtype(features)) - target))
+
+
+def gram_style_loss(features: jax.Array, target_gram: jax.Array, norm: str = "hw") -> jax.Array:
+    """mean((G - G_s)²) over the C² entries.
+
+    Deviation from the paper: Gatys et al. write Σ(G−A)²/(4N²M²) with unnormalised Grams;
+    with ``norm="chw"`` that is this value divided by 4 (a constant folded into the weight).
+    """
+    return jnp.mean(jnp.square(gram(features, norm) - target_gram))
+
+
+def tv_l1_sum(image: jax.Array) -> jax.Array:
+    """Σ|x[y+1]-x[y]| + Σ|x[:, x+1]-x[:, x]|: anisotropic L1, a sum (neural-style-pt).
+
+    Deviation: the paper has no TV term; Mahendran & Vedaldi's regulariser, as JJ/NSPT add it.
+    """
+    dy = _abs(image[1:, :, :] - image[:-1, :, :])
+    dx = _abs(image[:, 1:, :] - image[:, :-1, :])
+    return jnp.sum(dy) + jnp.sum(dx)
+
+
+def _abs(x: jax.Array) -> jax.Array:
+    # |x| with gradient sign(x), i.e. 0 at 0 as in torch; jnp.abs has gradient 1 at 0,
+    # which matters here because flat image regions give exact zero differences.
+    return x * jnp.sign(x)
+
+
+def tv_l2_nine_point(image: jax.Array) -> jax.Array:
+    """crowsonkb's nine-point-stencil squared TV on the replicate-padded image.
+
+    mean(Δx²)/3 + mean(Δy²)/3 + mean(Δ↘²)/12 + mean(Δ↙²)/12: a more isotropic L2
+    smoothness penalty than the two-direction difference.
+    """
+    x = jnp.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    mid, nxt, head, tail = slice(1, -1), slice(2, None), slice(None, -1), slice(1, None)
+    d_x = jnp.mean(jnp.square(x[mid, nxt] - x[mid, mid])) / 3
+    d_y = jnp.mean(jnp.square(x[nxt, mid] - x[mid, mid])) / 3
+    d_diag = jnp.mean(jnp.square(x[tail, tail] - x[head, head])) / 12
+    d_anti = jnp.mean(jnp.square(x[tail, head] - x[head, tail])) / 12
+    return d_x + d_y + d_diag + d_anti
+
+
+TV_LOSSES = {"l1_sum": tv_l1_sum, "l2_nine_point": tv_l2_nine_point}
+
+
+def style_statistics(features: jax.Array, kind: str, norm: str) -> dict[str, jax.Array]:
+    """Target statistics of one style image at one layer; linear, so blends are weighted sums."""
+    if kind == "gram":
+        return {"gram": gram(features, norm)}
+    from jaxstyle import wasserstein
+
+    return wasserstein.moments(features)
+
+
+def style_layer_loss(features: jax.Array, target: Mapping[str, jax.Array], kind: str, norm: str) -> jax.Array:
+    if kind == "gram":
+        return gram_style_loss(features, target["gram"], norm)
+    from jaxstyle import wasserstein
+
+    return wasserstein.w2_loss(features, target)
+
+
+def blend(stats: Sequence[Mapping[str, jax.Array]], weights: Sequence[float]) -> dict[str, jax.Array]:
+    """Σ_i w_i·stats_i with w normalised to sum 1 (neural-style-pt's multi-style blend)."""
+    total = float(sum(weights))
+    return jax.tree.map(lambda *xs: sum(w / total * x for w, x in zip(weights, xs)), *stats)

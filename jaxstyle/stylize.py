@@ -1,0 +1,261 @@
+"""The jit boundary: targets, chunks of optimisation steps, and the ``stylize`` API.
+
+Everything here works on a leading batch axis B (B = 1 for one image): the single-image
+``step`` is vmapped over pairs, with the network's parameters broadcast. Many steps run per
+host call; progress is reported between calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxstyle import image as imageio
+from jaxstyle import losses, pixels
+from jaxstyle.config import Config, make_config
+from jaxstyle.errors import UserError
+from jaxstyle.step import StepState, init_state, result_image, step
+from jaxstyle.vgg import VGG, min_size
+
+# How many times each jitted function was traced (i.e. compiled); tests read it.
+TRACES: collections.Counter = collections.Counter()
+
+
+def _features(graphdef, params, image, layers, cfg: Config):
+    TRACES["features"] += 1
+    network = nnx.merge(graphdef, params)
+    return network(
+        image,
+        layers,
+        pixel_space=cfg.pixel_space,
+        pooling=cfg.pooling,
+        padding=cfg.padding,
+        avg_pool_scale=cfg.avg_pool_scale,
+    )
+
+
+_features_jit = jax.jit(_features, static_argnums=(0, 3, 4))
+
+
+def _run_chunk(graphdef, cfg: Config, n: int, unroll: bool, params, targets, state):
+    TRACES["chunk"] += 1
+    network = nnx.merge(graphdef, params)
+    batched = jax.vmap(lambda st, tg: step(st, tg, network, cfg))
+
+    def body(st, _):
+        return batched(st, targets)
+
+    return jax.lax.scan(body, state, None, length=n, unroll=n if unroll else 1)
+
+
+# The state is donated: the optimiser's history is the largest buffer, and the caller
+# never reads the old state again.
+_run_chunk_jit = jax.jit(_run_chunk, static_argnums=(0, 1, 2, 3), donate_argnums=(6,))
+
+
+def _init_states(images, cfg: Config):
+    TRACES["init"] += 1
+    return jax.vmap(lambda x: init_state(x, cfg))(images)
+
+
+_init_states_jit = jax.jit(_init_states, static_argnums=(1,))
+
+
+@dataclass
+class Problem:
+    """Everything a run needs on device, with a leading batch axis B."""
+
+    cfg: Config
+    network: VGG
+    targets: dict  # {"content": {layer: (B,h,w,c)}, "style": {layer: {stat: (B, ...)}}}
+    init: jax.Array  # (B, H, W, 3) in cfg.pixel_space
+
+
+def content_targets(network: VGG, content_rgb01: jax.Array, cfg: Config) -> dict:
+    graphdef, params = nnx.split(network)
+    x = pixels.from_rgb01(jnp.asarray(content_rgb01), cfg.pixel_space)
+    return _features_jit(graphdef, params, x, tuple(cfg.content_layers), cfg)
+
+
+def style_targets(network: VGG, styles_rgb01: Sequence[np.ndarray], cfg: Config) -> dict:
+    """Blended per-layer statistics of the style images (each at its own size)."""
+    graphdef, params = nnx.split(network)
+    per_style = []
+    for s in styles_rgb01:
+        x = pixels.from_rgb01(jnp.asarray(s), cfg.pixel_space)
+        feats = _features_jit(graphdef, params, x, tuple(cfg.style_layers), cfg)
+        per_style.append({n: losses.style_statistics(feats[n], cfg.style_loss, cfg.gram_norm) for n in cfg.style_layers})
+    weights = cfg.style_blend_weights or (1.0,) * len(per_style)
+    if len(weights) != len(per_style):
+        raise UserError(
+            f"--style-blend-weights has {len(weights)} values for {len(per_style)} style images; give one per style"
+        )
+    return losses.blend(per_style, weights)
+
+
+def initial_image(content_rgb01: np.ndarray, cfg: Config, init_image: np.ndarray | None = None) -> jax.Array:
+    """The starting pixels in cfg.pixel_space, for one image."""
+    shape = content_rgb01.shape
+    if cfg.init == "content":
+        r = jnp.asarray(content_rgb01)
+    elif cfg.init == "random":
+        key = jax.random.key(cfg.seed)
+        if cfg.pixel_space == "caffe":
+            # neural-style-pt: randn·0.001 in Caffe units, i.e. the mean-pixel grey.
+            return jax.random.normal(key, shape, jnp.float32) * 0.001
+        r = jax.random.uniform(key, shape, jnp.float32)  # pystiche: torch.rand_like
+    else:
+        r = jnp.asarray(init_image)
+    return pixels.from_rgb01(r, cfg.pixel_space)
+
+
+def check_size(shape: tuple[int, ...], cfg: Config, what: str) -> None:
+    need = min_size(cfg.all_layers if what == "content" else cfg.style_layers)
+    if min(shape[:2]) < need:
+        raise UserError(
+            f"the {what} image is {shape[1]}×{shape[0]} px after resizing, too small for layer "
+            f"{max(cfg.all_layers, key=lambda n: n[-3:])}: each side must be >= {need} px; raise --size"
+        )
+
+
+def prepare(
+    network: VGG,
+    content_rgb01: np.ndarray,
+    styles_rgb01: Sequence[np.ndarray],
+    cfg: Config,
+    init_image: np.ndarray | None = None,
+) -> Problem:
+    """One content image and its styles, as a batch of one."""
+    check_size(content_rgb01.shape, cfg, "content")
+    for s in styles_rgb01:
+        check_size(s.shape, cfg, "style")
+    targets = {"style": style_targets(network, styles_rgb01, cfg)}
+    if cfg.content_layers and cfg.content_weight:
+        targets["content"] = content_targets(network, content_rgb01, cfg)
+    init = initial_image(content_rgb01, cfg, init_image)
+    batch = jax.tree.map(lambda a: jnp.asarray(a)[None], targets)
+    return Problem(cfg, network, batch, init[None])
+
+
+@dataclass
+class Progress:
+    step: int  # steps done
+    total: int
+    terms: dict[str, np.ndarray]  # loss terms at the last evaluated image, each (B,)
+    seconds: float  # optimisation time so far (excluding the first chunk's compile)
+    compile_seconds: float
+    state: StepState
+
+
+def default_chunk(cfg: Config) -> int:
+    if cfg.chunk:
+        return cfg.chunk
+    # Measured (bench/): on XLA:CPU a rolled scan is several times slower than the
+    # same step called from Python, so step from Python there; on accelerators a
+    # rolled scan of 10 steps removes the per-step host round trip.
+    return 1 if jax.default_backend() == "cpu" else 10
+
+
+def iterate(problem: Problem, *, chunk: int | None = None, boundaries: Sequence[int] = ()) -> Iterator[Progress]:
+    """Run ``cfg.steps`` steps, yielding after every chunk and at each of ``boundaries``."""
+    cfg = problem.cfg
+    graphdef, params = nnx.split(problem.network)
+    chunk = chunk or default_chunk(cfg)
+    unroll = jax.default_backend() == "cpu"
+    state = _init_states_jit(problem.init, cfg)
+    stops = sorted({b for b in boundaries if 0 < b < cfg.steps} | {cfg.steps})
+    done, spent, compile_s = 0, 0.0, 0.0
+    for stop in stops:
+        while done < stop:
+            n = min(chunk, stop - done)
+            t0 = time.perf_counter()
+            state, terms = _run_chunk_jit(graphdef, cfg, n, unroll, params, problem.targets, state)
+            terms = jax.tree.map(lambda a: np.asarray(a[-1]), terms)
+            elapsed = time.perf_counter() - t0
+            if done == 0:
+                compile_s = elapsed  # the first call pays the compile
+            else:
+                spent += elapsed
+            done += n
+            _check_finite(terms, done - 1)
+            yield Progress(done, cfg.steps, terms, spent, compile_s, state)
+
+
+def _check_finite(terms: dict[str, np.ndarray], at: int) -> None:
+    for name, value in terms.items():
+        if not np.all(np.isfinite(value)):
+            raise UserError(
+                f"the {name} loss became {float(np.ravel(value)[0])} at step {at}; lower --lr or the loss weights, "
+                "or use --optimizer adam"
+            )
+
+
+def final_images(problem: Problem, state: StepState) -> np.ndarray:
+    """(B, H, W, 3) float32 RGB in [0, 1]."""
+    images = jax.vmap(lambda s: result_image(s, problem.cfg))(state)
+    return np.clip(np.asarray(pixels.to_rgb01(images, problem.cfg.pixel_space)), 0.0, 1.0)
+
+
+def load_inputs(content, styles, cfg: Config, init=None):
+    """Paths or arrays → float32 RGB [0,1] arrays at the run's sizes."""
+    content_u8 = _as_uint8(content, "content")
+    content_u8 = imageio.resize_long_side(content_u8, cfg.size)
+    style_size = max(1, round(cfg.size * cfg.style_scale))
+    styles_u8 = [imageio.resize_long_side(_as_uint8(s, "style"), style_size) for s in styles]
+    init_image = None
+    if cfg.init not in ("content", "random"):
+        init_u8 = _as_uint8(init if init is not None else cfg.init, "init")
+        init_image = imageio.to_float(imageio.resize_to(init_u8, *content_u8.shape[:2]))
+    return imageio.to_float(content_u8), [imageio.to_float(s) for s in styles_u8], init_image
+
+
+def _as_uint8(x, what: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        if x.ndim != 3 or x.shape[-1] != 3:
+            raise UserError(f"the {what} array has shape {x.shape}; expected H×W×3")
+        if x.dtype == np.uint8:
+            return x
+        return imageio.to_uint8(x)
+    return imageio.load_image(x)
+
+
+def stylize(
+    content,
+    style,
+    *,
+    weights=None,
+    preset: str = "gatys",
+    callback: Callable[[Progress], None] | None = None,
+    **options,
+) -> np.ndarray:
+    """Stylize ``content`` with ``style`` (a path/array, or a list of them to blend).
+
+    ``options`` are :class:`jaxstyle.config.Config` fields (``steps=``, ``size=``,
+    ``optimizer=``, …); defaults come from the preset. ``weights`` is a path, ``"random:SEED"``
+    or ``None`` for the cached pretrained weights. Returns H×W×3 float32 RGB in [0, 1].
+    """
+    from jaxstyle.weights import load_vgg
+
+    cfg = make_config(preset, **options)
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    network, _ = load_vgg(weights, model=cfg.model)
+    content_f, styles_f, init_image = load_inputs(content, styles, cfg)
+    problem = prepare(network, content_f, styles_f, cfg, init_image)
+    last = None
+    for progress in iterate(problem):
+        last = progress
+        if callback is not None:
+            callback(progress)
+    if last is None:  # steps=0
+        state = _init_states_jit(problem.init, cfg)
+    else:
+        state = last.state
+    return final_images(problem, state)[0]
+

@@ -1,0 +1,230 @@
+"""VGG16/VGG19 feature extractor in Flax NNX, NHWC, with the paper's layer names.
+
+Layers are named as in Gatys et al.: ``conv{block}_{i}``, ``relu{block}_{i}``, ``pool{block}``.
+The forward pass stops at the deepest requested layer and returns a dict of the requested
+ones, so asking for ``relu4_2`` never runs block 5.
+
+The network takes pixels in one of the spaces of :mod:`jaxstyle.pixels` and applies the
+preprocessing that its weights were trained with (``convention``), so callers never
+normalise by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxstyle import pixels
+from jaxstyle.errors import UserError
+
+# Convolutions per block; widths are the channel counts of each block.
+BLOCKS = {"vgg19": (2, 2, 4, 4, 4), "vgg16": (2, 2, 3, 3, 3)}
+WIDTHS = (64, 128, 256, 512, 512)
+MODELS = tuple(BLOCKS)
+POOLINGS = ("max", "avg")
+PADDINGS = ("zeros", "replicate_first", "circular")
+
+
+def layer_names(model: str = "vgg19") -> list[str]:
+    """Every named layer in forward order: conv1_1, relu1_1, ..., pool5."""
+    names = []
+    for b, n in enumerate(BLOCKS[model], start=1):
+        for i in range(1, n + 1):
+            names += [f"conv{b}_{i}", f"relu{b}_{i}"]
+        names.append(f"pool{b}")
+    return names
+
+
+def conv_specs(model: str = "vgg19", widths: Sequence[int] = WIDTHS) -> list[tuple[str, int, int]]:
+    """(name, in_channels, out_channels) for each convolution, in order."""
+    specs, cin = [], 3
+    for b, (n, cout) in enumerate(zip(BLOCKS[model], widths), start=1):
+        for i in range(1, n + 1):
+            specs.append((f"conv{b}_{i}", cin, cout))
+            cin = cout
+    return specs
+
+
+def torchvision_indices(model: str = "vgg19") -> dict[str, int]:
+    """Position of each conv in torchvision's ``features`` Sequential (``features.N.weight``)."""
+    index, out = 0, {}
+    for b, n in enumerate(BLOCKS[model], start=1):
+        for i in range(1, n + 1):
+            out[f"conv{b}_{i}"] = index
+            index += 2  # conv, relu
+        index += 1  # pool
+    return out
+
+
+def check_layers(layers: Iterable[str], model: str = "vgg19") -> None:
+    known = layer_names(model)
+    for name in layers:
+        if name not in known:
+            raise UserError(
+                f"unknown layer {name!r} for {model}; use names like relu4_2, conv1_1, pool3 "
+                f"(known: {known[0]} ... {known[-1]})"
+            )
+
+
+def min_size(layers: Iterable[str]) -> int:
+    """Smallest image side for which every requested layer has at least one pixel."""
+    # Block b sits behind b-1 poolings; pool_b itself halves once more.
+    return max((2 ** (_block(n) - (0 if n.startswith("pool") else 1)) for n in layers), default=1)
+
+
+def _block(name: str) -> int:
+    return int(name.lstrip("convrelupool")[0])
+
+
+class Conv3x3(nnx.Module):
+    """3×3 stride-1 convolution, HWIO kernel, with the padding chosen per call."""
+
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+        # He-normal, as torchvision's VGG init; only random:SEED weights ever use it.
+        std = np.sqrt(2.0 / (cin * 9))
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (3, 3, cin, cout)) * std)
+        self.bias = nnx.Param(jnp.zeros((cout,)))
+
+    def __call__(self, x: jax.Array, padding: str = "zeros") -> jax.Array:
+        kernel = self.kernel[...].astype(x.dtype)
+        if padding == "zeros":
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        else:
+            mode = {"replicate": "edge", "circular": "wrap"}[padding]
+            x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
+            y = jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        return y + self.bias[...].astype(x.dtype)
+
+
+class VGG(nnx.Module):
+    """VGG16 or VGG19 convolutional trunk (no classifier).
+
+    ``convention`` is the input convention of the weights: ``"torchvision"`` (RGB in [0,1],
+    ImageNet mean/std) or ``"caffe"`` (BGR in [0,255] minus the mean pixel).
+    """
+
+    def __init__(
+        self,
+        model: str = "vgg19",
+        *,
+        widths: Sequence[int] = WIDTHS,
+        convention: str = "torchvision",
+        rngs: nnx.Rngs,
+    ):
+        if model not in BLOCKS:
+            raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        if convention not in pixels.CONVENTIONS:
+            raise UserError(f"unknown input convention {convention!r}; use {pixels.CONVENTIONS}")
+        self.model = model
+        self.widths = tuple(int(w) for w in widths)
+        self.convention = convention
+        for name, cin, cout in conv_specs(model, self.widths):
+            setattr(self, name, Conv3x3(cin, cout, rngs=rngs))
+
+    def __call__(
+        self,
+        x: jax.Array,
+        layers: Sequence[str],
+        *,
+        pixel_space: str = "rgb01",
+        pooling: str = "max",
+        padding: str = "zeros",
+        avg_pool_scale: float = 1.0,
+        dtype=None,
+    ) -> dict[str, jax.Array]:
+        """Features of ``x`` (H,W,3 or N,H,W,3, in ``pixel_space``) at ``layers``.
+
+        ``padding``: "zeros" (the paper), "replicate_first" (replicate padding in conv1_1
+        only, crowsonkb's fix for dark borders) or "circular" (every conv wraps around, for
+        tileable textures). ``avg_pool_scale`` multiplies average-pooled maps (crowsonkb
+        uses 2 to keep activation magnitudes comparable to max pooling).
+        ``dtype``: compute dtype for activations (e.g. bfloat16); weights are cast to it.
+        """
+        single = x.ndim == 3
+        h = pixels.network_input(x[None] if single else x, pixel_space, self.convention)
+        if dtype is not None:
+            h = h.astype(dtype)
+        wanted = set(layers)
+        out: dict[str, jax.Array] = {}
+        for name in layer_names(self.model):
+            if not wanted - out.keys():
+                break
+            if name.startswith("conv"):
+                pad = padding
+                if padding == "replicate_first":
+                    pad = "replicate" if name == "conv1_1" else "zeros"
+                h = getattr(self, name)(h, pad)
+            elif name.startswith("relu"):
+                h = jax.nn.relu(h)
+            else:
+                h = _pool(h, pooling, avg_pool_scale)
+            if name in wanted:
+                out[name] = h[0] if single else h
+        return out
+
+
+def _pool(h: jax.Array, pooling: str, avg_pool_scale: float) -> jax.Array:
+    # 2×2 windows, stride 2, odd edges dropped: torch's MaxPool2d(2, 2) floor mode.
+    if pooling == "max":
+        # A Python scalar init lets JAX recognise the max monoid, whose gradient routes to
+        # one element per window (select-and-scatter), as torch's does.
+        return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    pooled = jax.lax.reduce_window(h, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    return pooled * (0.25 * avg_pool_scale)
+
+
+def build_vgg(
+    model: str = "vgg19",
+    arrays: Mapping[str, np.ndarray] | None = None,
+    *,
+    convention: str = "torchvision",
+    widths: Sequence[int] | None = None,
+    seed: int = 0,
+) -> VGG:
+    """A VGG with the given arrays (``conv1_1.kernel`` HWIO, ``conv1_1.bias``), or random ones.
+
+    Names and shapes are checked strictly: a missing, unexpected or misshapen array is a
+    ``UserError`` naming the layer. Arrays for layers deeper than the model has are refused.
+    """
+    if widths is None:
+        widths = _infer_widths(model, arrays) if arrays is not None else WIDTHS
+    vgg = VGG(model, widths=widths, convention=convention, rngs=nnx.Rngs(seed))
+    if arrays is None:
+        return vgg
+    expected = {}
+    for name, cin, cout in conv_specs(model, widths):
+        expected[f"{name}.kernel"] = (3, 3, cin, cout)
+        expected[f"{name}.bias"] = (cout,)
+    missing = [k for k in expected if k not in arrays]
+    if missing:
+        raise UserError(f"weights file lacks {missing[0]} ({len(missing)} arrays missing); is it a {model} file?")
+    extra = [k for k in arrays if k not in expected]
+    if extra:
+        raise UserError(f"weights file has unexpected array {extra[0]}; is it a {model} file?")
+    for key, shape in expected.items():
+        got = tuple(np.shape(arrays[key]))
+        if got != shape:
+            raise UserError(f"weights for {key} have shape {got}, expected {shape}; the file does not match {model}")
+    for name, _, _ in conv_specs(model, widths):
+        conv = getattr(vgg, name)
+        conv.kernel = nnx.Param(jnp.asarray(arrays[f"{name}.kernel"], jnp.float32))
+        conv.bias = nnx.Param(jnp.asarray(arrays[f"{name}.bias"], jnp.float32))
+    return vgg
+
+
+def _infer_widths(model: str, arrays: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+    # Narrow test networks store their own widths in their shapes; read them back so
+    # a file round-trips without a side channel. The last conv of each block has them.
+    widths = []
+    for b, n in enumerate(BLOCKS[model], start=1):
+        key = f"conv{b}_{n}.bias"
+        widths.append(int(np.shape(arrays[key])[0]) if key in arrays else WIDTHS[b - 1])
+    return tuple(widths)
