@@ -49,10 +49,18 @@ def _run_chunk(graphdef, cfg: Config, n: int, unroll: bool, params, targets, sta
     network = nnx.merge(graphdef, params)
     batched = jax.vmap(lambda st, tg: step(st, tg, network, cfg))
 
+    if unroll:
+        # Straight-line steps: XLA:CPU runs a rolled loop body several times slower.
+        history = []
+        for _ in range(n):
+            state, terms = batched(state, targets)
+            history.append(terms)
+        return state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
+
     def body(st, _):
         return batched(st, targets)
 
-    return jax.lax.scan(body, state, None, length=n, unroll=n if unroll else 1)
+    return jax.lax.scan(body, state, None, length=n)
 
 
 # The state is donated: the optimiser's history is the largest buffer, and the caller
@@ -152,6 +160,11 @@ class Progress:
     seconds: float  # optimisation time so far (excluding the first chunk's compile)
     compile_seconds: float
     state: StepState
+    problem: Problem
+
+    def images(self) -> np.ndarray:
+        """The current result, (B, H, W, 3) float32 RGB in [0, 1] (a device→host copy)."""
+        return final_images(self.problem, self.state)
 
 
 def default_chunk(cfg: Config) -> int:
@@ -185,7 +198,7 @@ def iterate(problem: Problem, *, chunk: int | None = None, boundaries: Sequence[
                 spent += elapsed
             done += n
             _check_finite(terms, done - 1)
-            yield Progress(done, cfg.steps, terms, spent, compile_s, state)
+            yield Progress(done, cfg.steps, terms, spent, compile_s, state, problem)
 
 
 def _check_finite(terms: dict[str, np.ndarray], at: int) -> None:
@@ -233,29 +246,31 @@ def stylize(
     weights=None,
     preset: str = "gatys",
     callback: Callable[[Progress], None] | None = None,
+    network: VGG | None = None,
+    boundaries: Sequence[int] = (),
     **options,
 ) -> np.ndarray:
     """Stylize ``content`` with ``style`` (a path/array, or a list of them to blend).
 
     ``options`` are :class:`jaxstyle.config.Config` fields (``steps=``, ``size=``,
     ``optimizer=``, …); defaults come from the preset. ``weights`` is a path, ``"random:SEED"``
-    or ``None`` for the cached pretrained weights. Returns H×W×3 float32 RGB in [0, 1].
+    or ``None`` for the cached pretrained weights (or pass a loaded ``network``).
+    ``callback`` sees a :class:`Progress` after every chunk of steps and at each step
+    number in ``boundaries``. Returns H×W×3 float32 RGB in [0, 1].
     """
-    from jaxstyle.weights import load_vgg
-
     cfg = make_config(preset, **options)
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    network, _ = load_vgg(weights, model=cfg.model)
     content_f, styles_f, init_image = load_inputs(content, styles, cfg)
+    if network is None:
+        from jaxstyle.weights import load_vgg
+
+        network, _ = load_vgg(weights, model=cfg.model, source=cfg.weights_source)
     problem = prepare(network, content_f, styles_f, cfg, init_image)
-    last = None
-    for progress in iterate(problem):
-        last = progress
+    state = None
+    for progress in iterate(problem, boundaries=boundaries):
+        state = progress.state
         if callback is not None:
             callback(progress)
-    if last is None:  # steps=0
+    if state is None:  # steps=0
         state = _init_states_jit(problem.init, cfg)
-    else:
-        state = last.state
     return final_images(problem, state)[0]
-

@@ -414,19 +414,20 @@ def _random_seed(spec: str) -> int | None:
         raise UserError(f"bad weights spec {spec!r}; use random:SEED with an integer SEED, e.g. random:0") from None
 
 
-def load_arrays(spec=None, *, model: str = "vgg19", download_if_missing: bool = True, progress: bool = True):
+def load_arrays(spec=None, *, model: str = "vgg19", source: str = "torchvision", download_if_missing: bool = True,
+                progress: bool = True):
     """(arrays or None for random weights, info) for a weights spec; see :func:`load_vgg`."""
     _check_choice(model, MODELS, "model")
     if spec is None:
-        path = cached_path(model, "torchvision")
+        path = cached_path(model, source)
         if not path.exists():
             advice = ("run `jaxstyle weights download` on a connected machine, or pass --weights PATH "
                       "(a .safetensors/.pth file) or --weights random:SEED for untrained test weights")
             if not download_if_missing:
                 raise UserError(f"no VGG weights found in {home()}; {advice}")
-            print(f"jaxstyle: no cached weights; downloading {model} ({SOURCES[(model, 'torchvision')].url}) ...", file=sys.stderr)
+            print(f"jaxstyle: no cached weights; downloading {model} ({SOURCES[(model, source)].url}) ...", file=sys.stderr)
             try:
-                download(model, "torchvision", progress=progress)
+                download(model, source, progress=progress)
             except DownloadError as e:
                 raise UserError(f"no VGG weights found in {home()} and download failed ({e.reason}); {advice}") from None
         arrays, info = read_weights(path)
@@ -441,16 +442,17 @@ def load_arrays(spec=None, *, model: str = "vgg19", download_if_missing: bool = 
     return _read_any(path)
 
 
-def load_vgg(spec: str | os.PathLike | None = None, *, model: str = "vgg19", download_if_missing: bool = True,
-             progress: bool = True) -> tuple[VGG, WeightsInfo]:
+def load_vgg(spec: str | os.PathLike | None = None, *, model: str = "vgg19", source: str = "torchvision",
+             download_if_missing: bool = True, progress: bool = True) -> tuple[VGG, WeightsInfo]:
     """The VGG network for a weights spec, and what it is.
 
-    ``spec``: None (the cached torchvision weights, downloaded if missing and allowed),
+    ``spec``: None (the cached weights of ``source``, downloaded if missing and allowed),
     ``"random:SEED"`` (untrained weights, labelled ``pretrained=False``: tests, benchmarks,
     demos only; never a fallback) or a path to a ``.safetensors``/``.pth`` file.
     ``model`` applies to None and random specs; a file says its own model.
     """
-    arrays, info = load_arrays(spec, model=model, download_if_missing=download_if_missing, progress=progress)
+    arrays, info = load_arrays(spec, model=model, source=source, download_if_missing=download_if_missing,
+                               progress=progress)
     if arrays is None:
         return build_vgg(info.model, seed=int(info.source.split(":", 1)[1])), info
     return build_vgg(info.model, arrays, convention=info.convention), info

@@ -54,6 +54,21 @@ def problem(preset: str, convention: str, *, init: str = "content", **opts):
     return S.prepare(network, rgb01("content"), [rgb01("style")], cfg, init_image=start)
 
 
+def problem64(preset: str, convention: str, *, init: str = "content", **opts):
+    """The oracle problem in float64: weights and pixels computed in float64 from uint8.
+
+    Call inside ``jax.enable_x64(True)``."""
+    prob = problem(preset, convention, init=init, **opts)
+    f64 = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
+    u8 = lambda k: f64(ORACLE[k]) / 255.0  # noqa: E731
+    for name, _, _ in conv_specs("vgg19"):
+        conv = getattr(prob.network, name)
+        conv.kernel.set_value(f64(conv.kernel[...]))
+        conv.bias.set_value(f64(conv.bias[...]))
+    start = u8("probe") if init == "probe" else None
+    return S.prepare(prob.network, u8("content"), [u8("style")], prob.cfg, init_image=start)
+
+
 def terms_and_grad(prob):
     x = prob.init[0]
     targets = jax.tree.map(lambda a: a[0], prob.targets)
@@ -113,15 +128,7 @@ def test_pystiche_terms_and_gradient(point):
 def test_float64_matches_reference_float64(preset, convention, prefix, keys, grad_key, point):
     # The same code in float64 against the programs' own float64 runs, tightly.
     with jax.enable_x64(True):
-        prob = problem(preset, convention, init="probe" if point == "probe" else "content")
-        f64 = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
-        u8 = lambda k: f64(ORACLE[k]) / 255.0  # noqa: E731
-        network = prob.network
-        for name, _, _ in conv_specs("vgg19"):
-            conv = getattr(network, name)
-            conv.kernel.set_value(f64(conv.kernel[...]))
-            conv.bias.set_value(f64(conv.bias[...]))
-        prob = S.prepare(network, u8("content"), [u8("style")], prob.cfg, init_image=u8("probe") if point == "probe" else None)
+        prob = problem64(preset, convention, init="probe" if point == "probe" else "content")
         terms, grad = terms_and_grad(prob)
         assert grad.dtype == np.float64
     for ours, theirs in keys.items():
@@ -149,24 +156,37 @@ def test_nspt_adam_ten_steps():
         np.testing.assert_allclose(final[ours], ORACLE[f"nspt/adam10/{theirs}"], rtol=1e-3, err_msg=ours)
 
 
-def test_nspt_lbfgs_ten_steps():
+# L-BFGS without line search overshoots by orders of magnitude on these weights (the
+# oracle README, §5), so float32 runs of the same algorithm differ by a few per cent after
+# 10 steps. In float64 the trajectory is reproducible: compare tightly there.
+@pytest.mark.parametrize(
+    "preset,convention,prefix,keys,optimizer",
+    [
+        ("nspt", "caffe", "nspt", NSPT_KEYS, "lbfgs"),
+        ("nspt", "caffe", "nspt", NSPT_KEYS, "adam"),
+        ("gatys", "torchvision", "pystiche", PYSTICHE_KEYS, "lbfgs"),
+    ],
+)
+def test_ten_steps_float64(preset, convention, prefix, keys, optimizer):
+    with jax.enable_x64(True):
+        trace, final = run_ten(problem64(preset, convention, optimizer=optimizer, steps=10))
+    run = f"{prefix}/{optimizer}10"
+    np.testing.assert_allclose(trace, ORACLE[f"{run}/trace_total_f64"], rtol=1e-8)
+    np.testing.assert_allclose(final["total"], ORACLE[f"{run}/total_f64"], rtol=1e-8)
+    for ours, theirs in keys.items():
+        np.testing.assert_allclose(final[ours], ORACLE[f"{run}/{theirs}_f64"], rtol=1e-8, atol=1e-12, err_msg=ours)
+
+
+def test_nspt_lbfgs_ten_steps_float32():
     trace, final = run_ten(problem("nspt", "caffe", optimizer="lbfgs", steps=10))
     ref = ORACLE["nspt/lbfgs10/trace_total"]
     np.testing.assert_allclose(trace[:2], ref[:2], rtol=1e-5)
     np.testing.assert_allclose(trace[2], ref[2], rtol=1e-3)
-    np.testing.assert_allclose(trace[3:], ref[3:], rtol=0.5)  # sanity only: float32-fragile
-    np.testing.assert_allclose(final["total"], ORACLE["nspt/lbfgs10/total"], rtol=5e-2)
-    for ours, theirs in NSPT_KEYS.items():
-        np.testing.assert_allclose(final[ours], ORACLE[f"nspt/lbfgs10/{theirs}"], rtol=5e-2, err_msg=ours)
 
 
-def test_pystiche_lbfgs_ten_steps():
-    trace, final = run_ten(problem("gatys", "torchvision", steps=10))
-    ref = ORACLE["pystiche/lbfgs10/trace_total"]
-    np.testing.assert_allclose(trace[:2], ref[:2], rtol=1e-5)
-    np.testing.assert_allclose(final["total"], ORACLE["pystiche/lbfgs10/total"], rtol=5e-2)
-    for ours in ("style:relu1_1", "style:relu2_1"):
-        np.testing.assert_allclose(final[ours], ORACLE[f"pystiche/lbfgs10/{PYSTICHE_KEYS[ours]}"], rtol=5e-2)
+def test_pystiche_lbfgs_ten_steps_float32():
+    trace, _ = run_ten(problem("gatys", "torchvision", steps=10))
+    np.testing.assert_allclose(trace[:2], ORACLE["pystiche/lbfgs10/trace_total"][:2], rtol=1e-5)
 
 
 def test_caffe_pixels_are_exact():

@@ -1,0 +1,118 @@
+"""Command-line options that map onto :class:`jaxstyle.config.Config`.
+
+The option table is derived from ``Config``'s fields, so defaults are never repeated here:
+``--help`` prints each default from ``config.py`` and the presets that change it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from jaxstyle import config
+from jaxstyle.errors import UserError
+
+
+def _csv(kind):
+    def parse(text: str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(kind(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+    parse.__name__ = f"comma-separated {kind.__name__}s"
+    return parse
+
+
+def _optional_float(text: str):
+    return None if text.lower() in ("none", "off") else float(text)
+
+
+# (field, type, metavar, help). Field order is --help order.
+OPTIONS = [
+    ("size", int, "PX", "long side of the output in pixels"),
+    ("steps", int, "N", "optimisation steps (L-BFGS: one function evaluation each)"),
+    ("optimizer", str, "NAME", f"one of {', '.join(config.OPTIMIZERS)}; lbfgs is torch's L-BFGS, no line search"),
+    ("lr", float, "LR", "step size; default 1.0 for L-BFGS, for Adam 0.02 in [0,1] pixel units or 1.0 in Caffe units"),
+    ("content_weight", float, "W", "weight of the content term"),
+    ("style_weight", float, "W", "weight of the style term"),
+    ("tv_weight", float, "W", "weight of the total-variation term (0 disables it)"),
+    ("content_layers", _csv(str), "L,L", "content layers, e.g. relu4_2"),
+    ("style_layers", _csv(str), "L,L", "style layers, e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"),
+    ("style_layer_weights", _csv(float), "W,W", "one weight per style layer (default: 1 each)"),
+    ("style_blend_weights", _csv(float), "W,W", "one weight per style image, normalised to sum 1 (default: equal)"),
+    ("style_scale", float, "F", "style image long side = --size × F"),
+    ("init", str, "INIT", "start from 'content', 'random' noise, or an image PATH"),
+    ("seed", int, "N", "seed for --init random; same seed, same machine → same image"),
+    ("pooling", str, "KIND", "max or avg"),
+    ("model", str, "NAME", "vgg19 or vgg16"),
+    ("gram_norm", str, "KIND", "divide Gram matrices by H·W ('hw') or C·H·W ('chw')"),
+    ("tv_loss", str, "KIND", f"one of {', '.join(config.TV_LOSSES)}"),
+    ("padding", str, "KIND", "conv padding: zeros, replicate_first or circular"),
+    ("ema_decay", _optional_float, "D", "write a bias-corrected moving average of the iterates ('none': off)"),
+    ("lbfgs_history", int, "N", "L-BFGS memory (curvature pairs kept)"),
+    ("precision", str, "P", f"one of {', '.join(config.PRECISIONS)}; bf16 computes features and Grams in bfloat16"),
+    ("chunk", int, "N", "steps per compiled call (0: automatic)"),
+]
+
+
+def _default_help(name: str) -> str:
+    base = getattr(config.Config(), name)
+    shown = "auto" if name == "lr" else _show(base)
+    others = [f"{p}: {_show(o[name])}" for p, o in config.PRESETS.items() if name in o]
+    return f"(default: {shown}" + (f"; {', '.join(others)}" if others else "") + ")"
+
+
+def _show(v) -> str:
+    if isinstance(v, tuple):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that optimises an image shares."""
+    group = parser.add_argument_group("recipe (defaults come from --preset)")
+    group.add_argument(
+        "--preset",
+        default="gatys",
+        choices=tuple(config.PRESETS),
+        help="published recipe to reproduce: gatys = pystiche's Gatys defaults with torchvision VGG19; "
+        "nspt = neural-style-pt with the Caffe VGG19 (default: gatys)",
+    )
+    for name, kind, metavar, text in OPTIONS:
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=metavar,
+            help=f"{text} {_default_help(name)}",
+        )
+    group.add_argument("--clamp", dest="clamp", action=argparse.BooleanOptionalAction, default=None,
+                       help="project pixels onto [0,1] after every step (Adam) (default: off)")
+    parser.add_argument(
+        "--weights", default=None, metavar="SPEC",
+        help="VGG weights: a .safetensors/.pth PATH, or random:SEED for untrained test weights "
+        "(default: the cached download for the preset; see `jaxstyle weights`)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, **extra) -> config.Config:
+    fields = {f.name for f in dataclasses.fields(config.Config)} - {"preset"}
+    overrides = {k: getattr(args, k) for k in fields if hasattr(args, k)}
+    overrides.update(extra)
+    return config.make_config(args.preset, **overrides)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, with no usage dump."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def summary_json(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, default=float)
+
+
+__all__ = ["Parser", "add_config_options", "config_from_args", "summary_json", "UserError"]
