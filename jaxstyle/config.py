@@ -9,7 +9,7 @@ takes the value written here. The CLI and the Python API both go through
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jaxstyle import pixels, vgg
 from jaxstyle.errors import UserError
@@ -194,4 +194,4 @@ def replace(cfg: Config, **changes) -> Config:
     return new
 
 
-__all__ = ["Config", "PRESETS", "make_config", "replace", "validate", "field"]
+__all__ = ["Config", "PRESETS", "make_config", "replace", "validate"]
