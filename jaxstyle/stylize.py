@@ -8,7 +8,9 @@ host call; progress is reported between calls.
 from __future__ import annotations
 
 import collections
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -274,3 +276,18 @@ def stylize(
     if state is None:  # steps=0
         state = _init_states_jit(problem.init, cfg)
     return final_images(problem, state)[0]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``jaxstyle.stylize`` be both this module and the API function.
+
+    The package exports ``stylize(content, style, ...)`` as its main entry point, and the
+    function's name is this module's; without this, the function would hide the module
+    (``jaxstyle.stylize.prepare`` would fail once ``jaxstyle`` is imported).
+    """
+
+    def __call__(self, *args, **kwargs):
+        return stylize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
