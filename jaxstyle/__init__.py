@@ -8,6 +8,8 @@ from jaxstyle.image import load_image as load_image
 from jaxstyle.image import save_image as save_image
 from jaxstyle.stylize import Progress as Progress
 from jaxstyle import stylize as stylize  # the module, callable as the API function
+from jaxstyle.batch import run_batch as run_batch
+from jaxstyle.batch import stylize_batch as stylize_batch
 from jaxstyle.vgg import VGG as VGG
 from jaxstyle.vgg import build_vgg as build_vgg
 from jaxstyle.weights import load_vgg as load_vgg

@@ -13,7 +13,7 @@ import sys
 from jaxstyle.cli_options import Parser
 from jaxstyle.errors import UserError
 
-COMMANDS = ("cli_stylize", "cli_weights")
+COMMANDS = ("cli_stylize", "cli_weights", "cli_batch")
 
 
 def build_parser() -> Parser:

@@ -86,6 +86,9 @@ class Problem:
     network: VGG
     targets: dict  # {"content": {layer: (B,h,w,c)}, "style": {layer: {stat: (B, ...)}}}
     init: jax.Array  # (B, H, W, 3) in cfg.pixel_space
+    # Target kinds ("content", "style") held once, without the B axis, because every
+    # pair of the batch shares them (prepare_batch); only iterate_batch reads this.
+    shared: tuple[str, ...] = ()
 
 
 def content_targets(network: VGG, content_rgb01: jax.Array, cfg: Config) -> dict:
@@ -276,6 +279,173 @@ def stylize(
     if state is None:  # steps=0
         state = _init_states_jit(problem.init, cfg)
     return final_images(problem, state)[0]
+
+
+# ------------------------------------------------------------------ batches of pairs
+# For jaxstyle.batch: B pairs through one compiled step, targets computed once per unique
+# image, the batch axis sharded over this process's devices.
+
+BATCH_AXIS = "batch"
+
+
+def batch_mesh(devices: Sequence | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named ``"batch"`` over ``devices`` (default: this process's local devices).
+
+    Local, not global, devices: under ``jax.distributed`` each process runs its own share of
+    the pairs, so no array ever spans hosts.
+    """
+    devices = list(devices) if devices is not None else jax.local_devices()
+    return jax.make_mesh((len(devices),), (BATCH_AXIS,), (jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def _target_key(kind: str, key, shape, cfg: Config) -> tuple:
+    # Everything besides the image that changes its features or statistics.
+    common = (kind, key, shape, cfg.model, cfg.pixel_space, cfg.pooling, cfg.padding, cfg.avg_pool_scale)
+    if kind == "content":
+        return common + (cfg.content_layers,)
+    return common + (cfg.style_layers, cfg.style_loss, cfg.gram_norm, cfg.style_blend_weights)
+
+
+def _stack(trees: Sequence) -> dict:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def prepare_batch(
+    network: VGG,
+    contents: Sequence[np.ndarray],
+    styles_per_pair: Sequence[Sequence[np.ndarray]],
+    cfg: Config,
+    *,
+    inits: np.ndarray | jax.Array | None = None,
+    keys: tuple[Sequence, Sequence[Sequence]] | None = None,
+    cache=None,
+) -> Problem:
+    """B pairs as one problem: ``contents[i]`` (all the same shape) with ``styles_per_pair[i]``
+    (several are blended by ``cfg.style_blend_weights``), float32 RGB in [0, 1].
+
+    Content features and style statistics are computed once per unique image (a blend:
+    once per set of styles). Images are
+    the same when their ``keys`` are equal (``(content_keys, style_keys_per_pair)``; default:
+    the same array object); ``cache``, any mutable mapping, keeps the targets across calls
+    (it belongs to one network). A target that every pair shares is stored once, without
+    the batch axis (``Problem.shared``), and broadcast inside the compiled step: the fast
+    path for one content with many styles and many contents with one style.
+    ``inits``: (B, H, W, 3) starting pixels in ``cfg.pixel_space`` (default: from ``cfg.init``).
+    Solve it with :func:`iterate_batch`.
+    """
+    if len({c.shape for c in contents}) != 1:
+        raise ValueError(f"prepare_batch needs contents of one shape, got {sorted({c.shape for c in contents})}")
+    if keys is None:
+        keys = ([id(c) for c in contents], [[id(s) for s in ss] for ss in styles_per_pair])
+    content_keys = list(keys[0])
+    style_keys = [tuple(k) for k in keys[1]]
+    cache = {} if cache is None else cache
+
+    def cached(kind, key, shape, compute):
+        ck = _target_key(kind, key, shape, cfg)
+        value = cache.get(ck)
+        if value is None:
+            value = compute()
+            cache[ck] = value
+        return value
+
+    blended = {}
+    for styles, ks in zip(styles_per_pair, style_keys):
+        if ks not in blended:
+            # Exactly the single-image path's targets. Cached per style *set*: in product
+            # and zip runs that is one image; blends sharing an image recompute it.
+            shape = tuple(tuple(s.shape) for s in styles)
+            blended[ks] = cached("style", ks, shape, lambda styles=styles: style_targets(network, styles, cfg))
+    targets, shared = {}, []
+    if len(blended) == 1:
+        targets["style"], shared = next(iter(blended.values())), ["style"]
+    else:
+        targets["style"] = _stack([blended[k] for k in style_keys])
+    if cfg.content_layers and cfg.content_weight:
+        feats = {}
+        for c, k in zip(contents, content_keys):
+            if k not in feats:
+                feats[k] = cached("content", k, c.shape, lambda c=c: content_targets(network, c, cfg))
+        if len(feats) == 1:
+            targets["content"] = next(iter(feats.values()))
+            shared.append("content")
+        else:
+            targets["content"] = _stack([feats[k] for k in content_keys])
+    if inits is None:
+        inits = jnp.stack([initial_image(c, cfg) for c in contents])
+    return Problem(cfg, network, targets, jnp.asarray(inits), tuple(shared))
+
+
+def _run_batch_chunk(graphdef, cfg: Config, n: int, unroll: bool, shared, sharding, params, targets, state):
+    TRACES["batch_chunk"] += 1
+    b = state.image.shape[0]
+    # Broadcast inside the program: XLA fuses it into the loss, so a shared target is
+    # never materialised B times.
+    targets = {
+        k: jax.tree.map(lambda a: jnp.broadcast_to(a, (b, *a.shape)), v) if k in shared else v
+        for k, v in targets.items()
+    }
+    state, terms = _run_chunk(graphdef, cfg, n, unroll, params, targets, state)
+    if sharding is not None:
+        state = jax.lax.with_sharding_constraint(state, sharding)
+    return state, terms
+
+
+_run_batch_chunk_jit = jax.jit(_run_batch_chunk, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(8,))
+
+
+def _init_batch_states(images, cfg: Config, sharding):
+    state = _init_states(images, cfg)
+    # Without the constraint the optimiser's zero-initialised history would be replicated.
+    return state if sharding is None else jax.lax.with_sharding_constraint(state, sharding)
+
+
+_init_batch_states_jit = jax.jit(_init_batch_states, static_argnums=(1, 2))
+
+
+def iterate_batch(
+    problem: Problem, *, mesh: jax.sharding.Mesh | None = None, chunk: int | None = None
+) -> Iterator[Progress]:
+    """:func:`iterate` for :func:`prepare_batch` problems.
+
+    With a ``mesh`` of several devices the batch axis is sharded over it (B must be a
+    multiple of its size) and the network and shared targets are replicated; each device
+    runs its own pairs, so the results equal those on one device. A non-finite loss is not
+    raised: it shows in ``Progress.terms`` for its pair alone, and the others go on.
+    With ``steps=0`` one Progress at step 0 carries the initial state.
+    """
+    cfg = problem.cfg
+    graphdef, params = nnx.split(problem.network)
+    targets, init, sharding = problem.targets, problem.init, None
+    if mesh is not None and mesh.size > 1:
+        if init.shape[0] % mesh.size:
+            raise ValueError(f"batch of {init.shape[0]} does not divide over {mesh.size} devices; pad it")
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXIS))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        params = jax.device_put(params, replicated)
+        targets = {k: jax.device_put(v, replicated if k in problem.shared else sharding) for k, v in targets.items()}
+        init = jax.device_put(init, sharding)
+    chunk = chunk or default_chunk(cfg)
+    unroll = jax.default_backend() == "cpu"
+    state = _init_batch_states_jit(init, cfg, sharding)
+    if cfg.steps == 0:
+        yield Progress(0, 0, {}, 0.0, 0.0, state, problem)
+        return
+    done, spent, compile_s = 0, 0.0, 0.0
+    while done < cfg.steps:
+        n = min(chunk, cfg.steps - done)
+        t0 = time.perf_counter()
+        state, terms = _run_batch_chunk_jit(
+            graphdef, cfg, n, unroll, problem.shared, sharding, params, targets, state
+        )
+        terms = jax.tree.map(lambda a: np.asarray(a[-1]), terms)
+        elapsed = time.perf_counter() - t0
+        if done == 0:
+            compile_s = elapsed
+        else:
+            spent += elapsed
+        done += n
+        yield Progress(done, cfg.steps, terms, spent, compile_s, state, problem)
 
 
 class _CallableModule(types.ModuleType):

@@ -196,9 +196,11 @@ def build_vgg(
     """
     if widths is None:
         widths = _infer_widths(model, arrays) if arrays is not None else WIDTHS
-    vgg = VGG(model, widths=widths, convention=convention, rngs=nnx.Rngs(seed))
     if arrays is None:
-        return vgg
+        return VGG(model, widths=widths, convention=convention, rngs=nnx.Rngs(seed))
+    # Every parameter is replaced below, so build only the structure: the random init
+    # costs seconds of per-shape compiles (about 7 s here) on every CLI start.
+    vgg = nnx.eval_shape(lambda: VGG(model, widths=widths, convention=convention, rngs=nnx.Rngs(seed)))
     expected = {}
     for name, cin, cout in conv_specs(model, widths):
         expected[f"{name}.kernel"] = (3, 3, cin, cout)

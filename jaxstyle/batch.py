@@ -1,0 +1,423 @@
+"""Many style/content pairs: batches through one compiled step, sharded, resumable.
+
+    for result in jaxstyle.batch.run_batch(["photos/"], ["paintings/"], "out/", size=256):
+        print(result.pair, result.status)
+    images = jaxstyle.stylize_batch([photo], [style_a, style_b], steps=200)
+
+Pairs are grouped by output shape and step config (a *bucket*: one compile each). No pad
+or crop policy is needed: padding would change the Gram statistics and the content loss,
+so a pair is only ever batched with pairs of exactly its shape. Each bucket runs in
+batches of one size (the last padded with copies whose results are dropped), the batch
+axis sharded over this process's devices. Content features and style statistics are
+computed once per unique image and kept in a bounded cache. With an output folder every
+finished pair is saved atomically and recorded in the results manifest, and a rerun skips
+what is finished (see :mod:`jaxstyle.manifest`).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jaxstyle import batch_plan as planning
+from jaxstyle import image as imageio
+from jaxstyle import manifest, sources
+from jaxstyle import stylize as S
+from jaxstyle.config import make_config
+from jaxstyle.errors import UserError
+
+TARGET_CACHE_BYTES = 1 << 30  # content features and style statistics kept on device
+IMAGE_CACHE_BYTES = 256 << 20  # decoded, resized inputs kept on the host
+
+
+@dataclass
+class PairResult:
+    pair: str  # the pair's id: its output path relative to OUTDIR
+    content: str  # the content image's key (path, tfds:…#i, array:…)
+    styles: tuple[str, ...]
+    status: str  # "ok" or "failed"
+    error: str | None = None
+    losses: dict[str, float] = field(default_factory=dict)  # at the last evaluated step
+    steps: int = 0
+    seconds: float = 0.0  # this pair's share of its batch's wall time
+    output: str | None = None  # the written file, when there is an output folder
+    image: np.ndarray | None = field(default=None, repr=False)  # H×W×3 float32 in [0, 1]
+    index: int = -1  # the job's position in the whole job list
+
+    def record(self, fingerprint: str, process: int) -> dict:
+        return {
+            "pair": self.pair, "content": self.content, "style": list(self.styles),
+            "output": self.pair if self.status == "ok" else None,
+            "status": self.status, "error": self.error, "losses": self.losses, "steps": self.steps,
+            "seconds": round(self.seconds, 3), "fingerprint": fingerprint, "process": process,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def _failed(job: planning.Job, error: Exception | str) -> PairResult:
+    return PairResult(job.pair, job.content.key, tuple(s.key for s in job.styles), "failed",
+                      " ".join(str(error).split()), index=job.index)
+
+
+class _LRU(collections.OrderedDict):
+    """A mapping that forgets its least recently used entries past ``max_bytes``."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__()
+        self.max_bytes, self.used = max_bytes, 0
+
+    @staticmethod
+    def _size(value) -> int:
+        import jax
+
+        return sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(value))
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key, value) -> None:
+        size = self._size(value)
+        if size > self.max_bytes:
+            return
+        while self and self.used + size > self.max_bytes:
+            _, old = self.popitem(last=False)
+            self.used -= self._size(old)
+        super().__setitem__(key, value)
+        self.used += size
+
+
+@dataclass
+class _Loaded:
+    job: planning.Job
+    content: np.ndarray
+    styles: list[np.ndarray]
+    init: object  # starting pixels in the pair's pixel space
+
+
+class Engine:
+    """Runs jobs on one network and this process's devices; yields a result per pair."""
+
+    def __init__(self, network, *, batch_size: int | None = None, mesh=None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_step: Callable[[int, int, int], None] | None = None):
+        import jax
+
+        self.network, self.batch_size, self.mesh = network, batch_size, mesh
+        self.devices = mesh.size if mesh is not None else 1
+        self.should_stop = should_stop or (lambda: False)
+        self.on_step = on_step or (lambda step, total, pairs: None)
+        self.targets = _LRU(TARGET_CACHE_BYTES)
+        self.images = _LRU(IMAGE_CACHE_BYTES)
+        self.backend = jax.default_backend()
+        self.stopped = False
+
+    def run(self, jobs: Sequence[planning.Job]) -> Iterator[PairResult]:
+        buckets: dict[tuple, list[planning.Job]] = {}
+        for job in jobs:
+            try:
+                shape = planning.output_shape(*job.content.size(), job.cfg.size)
+                S.check_size(shape, job.cfg, "content")
+                blend = job.cfg.style_blend_weights
+                if blend is not None and len(blend) != len(job.styles):
+                    raise UserError(f"--style-blend-weights has {len(blend)} values for {len(job.styles)} styles")
+            except UserError as e:
+                yield _failed(job, e)
+                continue
+            buckets.setdefault((planning.step_config(job.cfg), shape), []).append(job)
+        for (cfg, shape), members in buckets.items():
+            limit = self.batch_size or planning.auto_batch_size(
+                cfg, shape, self.network.widths, self.devices, self.backend, planning.memory_per_device())
+            size = planning.bucket_size(len(members), limit, self.devices)
+            queue = collections.deque(members)
+            while queue:
+                batch: list[_Loaded] = []
+                while queue and len(batch) < size:
+                    job = queue.popleft()
+                    try:
+                        batch.append(self._load(job, shape))
+                    except UserError as e:
+                        yield _failed(job, e)
+                if batch:
+                    results = self._solve(batch, size, cfg)
+                    if results is None:
+                        self.stopped = True
+                        return
+                    yield from results
+                if self.should_stop():
+                    self.stopped = True
+                    return
+
+    def _image(self, item: sources.Item, size: int) -> np.ndarray:
+        key = (item.key, size)
+        image = self.images.get(key)
+        if image is None:
+            # As stylize.load_inputs: long side resized (PIL bilinear), then [0, 1] floats.
+            image = imageio.to_float(imageio.resize_long_side(item.load(), size))
+            self.images[key] = image
+        return image
+
+    def _load(self, job: planning.Job, shape: tuple[int, int]) -> _Loaded:
+        cfg = job.cfg
+        content = self._image(job.content, cfg.size)
+        if content.shape[:2] != shape:
+            raise UserError(f"{job.content.key}: decoded as {content.shape[1]}×{content.shape[0]}, "
+                            f"its header said {shape[1]}×{shape[0]}; re-export the image")
+        style_size = max(1, round(cfg.size * cfg.style_scale))
+        styles = [self._image(s, style_size) for s in job.styles]
+        for s in styles:
+            S.check_size(s.shape, cfg, "style")
+        start = None
+        if cfg.init not in ("content", "random"):
+            start = imageio.to_float(imageio.resize_to(imageio.load_image(cfg.init), *shape))
+        return _Loaded(job, content, styles, S.initial_image(content, cfg, start))
+
+    def _solve(self, batch: list[_Loaded], size: int, cfg) -> list[PairResult] | None:
+        import jax.numpy as jnp
+
+        padded = batch + [batch[-1]] * (size - len(batch))
+        keys = ([e.job.content.key for e in padded], [[s.key for s in e.job.styles] for e in padded])
+        t0 = time.perf_counter()
+        problem = S.prepare_batch(
+            self.network, [e.content for e in padded], [e.styles for e in padded], cfg,
+            inits=jnp.stack([e.init for e in padded]), keys=keys, cache=self.targets,
+        )
+        bad: dict[int, str] = {}
+        last = None
+        for progress in S.iterate_batch(problem, mesh=self.mesh):
+            last = progress
+            for name, values in progress.terms.items():
+                for i in np.flatnonzero(~np.isfinite(values)):
+                    bad.setdefault(int(i), f"the {name} loss became {float(values[i])} at step {progress.step - 1}; "
+                                           "lower --lr or the loss weights, or use --optimizer adam")
+            self.on_step(progress.step, progress.total, len(batch))
+            if self.should_stop():
+                return None
+        images = S.final_images(problem, last.state)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        out = []
+        for i, e in enumerate(batch):
+            if i in bad:
+                out.append(_failed(e.job, bad[i]))
+                continue
+            losses = {k: float(v[i]) for k, v in last.terms.items()}
+            out.append(PairResult(e.job.pair, e.job.content.key, tuple(s.key for s in e.job.styles), "ok",
+                                  losses=losses, steps=cfg.steps, seconds=seconds, image=images[i], index=e.job.index))
+        return out
+
+
+# ------------------------------------------------------------------------------ plans
+
+
+def _items(x, kind: str) -> list[sources.Item]:
+    if x is None:
+        return []
+    if isinstance(x, (str, os.PathLike, np.ndarray)):
+        x = [x]
+    items, specs = [], []
+    for i, v in enumerate(x):
+        if isinstance(v, np.ndarray):
+            items.append(sources.array_item(v, i, kind))
+        else:
+            specs.append(os.fspath(v))
+    return items + (sources.expand(specs) if specs else [])
+
+
+def _made_here(outdir: Path | None) -> set[str]:
+    """Keys of the files earlier runs wrote in ``outdir``: with ``-o`` inside an input folder,
+    a rerun must not take its own outputs for inputs."""
+    if outdir is None or not outdir.is_dir():
+        return set()
+    return {str((outdir / r["output"]).absolute()) for r in manifest.read_records(outdir) if r.get("output")}
+
+
+@dataclass
+class Plan:
+    jobs: list[planning.Job]  # this process's share, in order
+    total: int  # jobs in the whole run, all processes
+    done: set[str]  # pairs of the share already finished (skipped)
+    outdir: Path | None
+    fingerprints: dict[str, str]
+    process_index: int = 0
+    process_count: int = 1
+    all_jobs: list[planning.Job] = field(default_factory=list, repr=False)
+
+    @property
+    def pending(self) -> list[planning.Job]:
+        return [j for j in self.jobs if j.pair not in self.done]
+
+
+def make_jobs(contents=None, styles=None, outdir=None, *, pairs: str = "product", preset: str = "gatys",
+              ext: str = ".png", exclude: Sequence[str] = (), **options) -> list[planning.Job]:
+    """Every job of a batch, all processes, in order (no JAX work: cheap, deterministic).
+
+    ``contents``/``styles``: paths, folders, globs, ``tfds:`` sources or arrays (one or a
+    list); ``pairs``: ``product``, ``zip`` or the path of a JSONL/CSV pair manifest (then
+    ``contents``/``styles`` are not given). ``options`` are ``Config`` fields for every pair.
+    Files this batch wrote before in ``outdir`` (and the paths in ``exclude``) are never inputs.
+    """
+    out = Path(outdir) if outdir is not None else None
+    if pairs in planning.PAIRINGS:
+        made = _made_here(out) | {str(Path(p).absolute()) for p in exclude}
+        c = [i for i in _items(contents, "content") if i.key not in made]
+        s = [i for i in _items(styles, "style") if i.key not in made]
+        if not c or not s:
+            kind = "content" if not c else "style"
+            raise UserError(f"give at least one {kind} image (--{kind})")
+        rows = planning.pair_up(c, s, pairs)
+    else:
+        if contents is not None or styles is not None:
+            raise UserError("with a pair manifest, leave out --content and --style: the manifest names both")
+        rows = sources.read_pairs(pairs)
+    if not ext.startswith("."):
+        ext = "." + ext
+    if ext.lower() not in imageio.SUPPORTED_OUTPUT_SUFFIXES:
+        raise UserError(f"--format {ext[1:]!r}: choose one of {', '.join(s[1:] for s in imageio.SUPPORTED_OUTPUT_SUFFIXES)}")
+    return planning.make_jobs(rows, preset=preset, overrides=options, ext=ext)
+
+
+def make_plan(jobs: Sequence[planning.Job], outdir=None, *, weights_id: str = "", process_index: int = 0,
+              process_count: int = 1) -> Plan:
+    """This process's share of ``jobs`` and, with an output folder, which are finished."""
+    out = Path(outdir) if outdir is not None else None
+    mine = planning.share(jobs, process_index, process_count)
+    prints = {j.pair: planning.fingerprint(j, weights_id) for j in mine}
+    done = manifest.finished(out, prints) if out is not None and out.is_dir() else set()
+    return Plan(mine, len(jobs), done, out, prints, process_index, process_count, list(jobs))
+
+
+def plan_batch(contents=None, styles=None, outdir=None, *, weights_id: str = "", process_index: int = 0,
+               process_count: int = 1, **kwargs) -> Plan:
+    """:func:`make_jobs` then :func:`make_plan`."""
+    jobs = make_jobs(contents, styles, outdir, **kwargs)
+    return make_plan(jobs, outdir, weights_id=weights_id, process_index=process_index, process_count=process_count)
+
+
+def execute(plan: Plan, network, *, batch_size: int | None = None, mesh=None,
+            should_stop: Callable[[], bool] | None = None, on_step=None,
+            metadata: dict | None = None, engine: Engine | None = None) -> Iterator[PairResult]:
+    """Run the plan's pending pairs; with an output folder, save each and record it."""
+    engine = engine or Engine(network, batch_size=batch_size, mesh=mesh, should_stop=should_stop, on_step=on_step)
+    writer = None
+    if plan.outdir is not None:
+        index = plan.process_index if plan.process_count > 1 else None
+        writer = manifest.Writer(manifest.manifest_path(plan.outdir, index))
+        _remove_stale_temporaries(plan)
+    try:
+        for result in engine.run(plan.pending):
+            if writer is not None:
+                if result.status == "ok":
+                    path = plan.outdir / result.pair
+                    try:
+                        imageio.save_image(path, result.image, metadata=metadata)
+                        result.output = str(path)
+                    except UserError as e:
+                        result.status, result.error = "failed", str(e)
+                writer.append(result.record(plan.fingerprints[result.pair], plan.process_index))
+            yield result
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _remove_stale_temporaries(plan: Plan) -> None:
+    """Delete the temporary files a killed run left beside this share's outputs (never
+    another process's: the shares are disjoint and the names are the pairs')."""
+    mine = {(plan.outdir / j.pair).parent / f".{Path(j.pair).name}." for j in plan.jobs}
+    prefixes = {str(p) for p in mine}
+    for tmp in plan.outdir.rglob(".*.tmp"):
+        name = str(tmp)
+        cut = name[: name.rfind(".", 0, len(name) - len(".tmp")) + 1]  # ".NAME." before the random part
+        if cut in prefixes:
+            tmp.unlink(missing_ok=True)
+
+
+def _network(network, weights, cfg):
+    if network is not None:
+        return network, "network"
+    from jaxstyle.weights import load_vgg
+
+    network, info = load_vgg(weights, model=cfg.model, source=cfg.weights_source)
+    return network, weights_id(info)
+
+
+def weights_id(info) -> str:
+    return f"{info.source}:{info.source_sha256}"
+
+
+def run_batch(contents=None, styles=None, outdir=None, *, pairs: str = "product", weights=None,
+              preset: str = "gatys", network=None, batch_size: int | None = None, mesh=None, ext: str = ".png",
+              should_stop: Callable[[], bool] | None = None, **options) -> Iterator[PairResult]:
+    """Stylize many pairs; a generator of :class:`PairResult`, one per pair run now.
+
+    ``contents``/``styles``: paths, folders, globs, ``tfds:`` sources or arrays. ``pairs``:
+    ``product`` (every content with every style), ``zip`` or a JSONL/CSV pair manifest.
+    ``outdir``: write ``CONTENT__STYLE.png`` files and ``results.jsonl`` there, skipping
+    finished pairs; without it, each result carries its ``image``. ``options`` are
+    ``Config`` fields with the CLI's defaults (``steps=``, ``size=``…). Under
+    ``jax.distributed`` each process runs its own share. ``mesh``: default all local devices.
+    """
+    import jax
+
+    cfg = make_config(preset, **options)
+    network, wid = _network(network, weights, cfg)
+    plan = plan_batch(contents, styles, outdir, pairs=pairs, preset=preset, ext=ext, weights_id=wid,
+                      process_index=jax.process_index(), process_count=jax.process_count(), **options)
+    mesh = mesh if mesh is not None else S.batch_mesh()
+    yield from execute(plan, network, batch_size=batch_size, mesh=mesh, should_stop=should_stop)
+
+
+def stylize_batch(contents, styles, *, pairs: str = "product", weights=None, preset: str = "gatys",
+                  network=None, batch_size: int | None = None, mesh=None, **options) -> list[np.ndarray]:
+    """Stylize every pair (``product``: content-major; ``zip``) and return the images, H×W×3
+    float32 in [0, 1], in pair order. Same options and defaults as :func:`jaxstyle.stylize`.
+    Raises ``UserError`` if any pair fails."""
+    cfg = make_config(preset, **options)
+    network, _ = _network(network, weights, cfg)
+    plan = plan_batch(contents, styles, None, pairs=pairs, preset=preset, **options)
+    mesh = mesh if mesh is not None else S.batch_mesh()
+    images: dict[int, np.ndarray] = {}
+    for r in execute(plan, network, batch_size=batch_size, mesh=mesh):
+        if r.status != "ok":
+            raise UserError(f"pair {r.pair} failed: {r.error}")
+        images[r.index] = r.image
+    return [images[j.index] for j in plan.jobs]
+
+
+def start_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                      process_id: int | None = None) -> tuple[int, int]:
+    """``jax.distributed.initialize`` from flags, else ``JAX_COORDINATOR_ADDRESS``,
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, else JAX's own cluster detection (SLURM,
+    Open MPI, TPU pods…). Returns (process index, process count)."""
+    import jax
+
+    def env_int(name):
+        value = os.environ.get(name)
+        try:
+            return int(value) if value else None
+        except ValueError:
+            raise UserError(f"${name}={value!r} is not an integer") from None
+
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = num_processes if num_processes is not None else env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else env_int("JAX_PROCESS_ID")
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except Exception as e:  # noqa: BLE001 - JAX raises RuntimeError/ValueError/XlaRuntimeError
+        why = " ".join(str(e).split())[:200]
+        raise UserError(f"cannot start jax.distributed ({why}); give --coordinator HOST:PORT "
+                        "--num-processes N --process-id I (or the JAX_* variables)") from None
+    return jax.process_index(), jax.process_count()
+
+
+__all__ = ["Engine", "PairResult", "Plan", "execute", "make_jobs", "make_plan", "plan_batch", "run_batch", "start_distributed",
+           "stylize_batch", "weights_id"]

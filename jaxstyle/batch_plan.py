@@ -1,0 +1,219 @@
+"""Planning a batch: pairs, output names, per-pair configs, shares, buckets, batch sizes.
+
+Pure bookkeeping, no JAX work: everything here is deterministic in its inputs, so every
+process of a distributed run and every rerun of a command computes the same job list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from jaxstyle import image as imageio
+from jaxstyle.config import Config, make_config
+from jaxstyle.errors import UserError
+from jaxstyle.sources import Item, PairRow
+from jaxstyle.vgg import layer_names
+
+PAIRINGS = ("product", "zip")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One style/content pair to make."""
+
+    index: int  # position in the whole job list (all processes)
+    pair: str  # the pair's id: its output path relative to OUTDIR
+    content: Item
+    styles: tuple[Item, ...]
+    cfg: Config
+    options: dict = field(default_factory=dict, compare=False)  # the per-pair overrides
+
+
+def pair_up(contents: Sequence[Item], styles: Sequence[Item], how: str) -> list[PairRow]:
+    """``product``: every content with every style, content-major (so a content's pairs
+    are neighbours and share its features); ``zip``: the i-th content with the i-th style."""
+    if how == "product":
+        return [PairRow(c, (s,), None, {}, "") for c in contents for s in styles]
+    if how == "zip":
+        if len(contents) != len(styles):
+            raise UserError(f"--pairs zip needs as many contents as styles, got {len(contents)} and {len(styles)}")
+        return [PairRow(c, (s,), None, {}, "") for c, s in zip(contents, styles)]
+    raise UserError(f"--pairs {how!r}: give product, zip or a .jsonl/.csv pair manifest")
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+def _clean(stem: str) -> str:
+    # Readable, but never a path separator or a control character in a file name.
+    return re.sub(r"[\x00-\x1f/\\:]+", "_", stem).strip(" .") or "image"
+
+
+def _stems(items: Sequence[Item]) -> dict[str, str]:
+    """key → stem; stems shared by different images get a short hash of their key."""
+    by_stem: dict[str, set[str]] = {}
+    for it in items:
+        by_stem.setdefault(_clean(it.stem), set()).add(it.key)
+    return {
+        it.key: _clean(it.stem) if len(by_stem[_clean(it.stem)]) == 1 else f"{_clean(it.stem)}-{_short_hash(it.key)}"
+        for it in items
+    }
+
+
+def _explicit_name(name: str, ext: str, where: str) -> str:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise UserError(f"{where}: output {name!r} must be a relative path inside -o OUTDIR")
+    if not p.suffix:
+        p = p.with_name(p.name + ext)
+    if p.suffix.lower() not in imageio.SUPPORTED_OUTPUT_SUFFIXES:
+        raise UserError(f"{where}: output {name!r} must end in one of {', '.join(imageio.SUPPORTED_OUTPUT_SUFFIXES)}")
+    return str(p)
+
+
+def make_jobs(rows: Sequence[PairRow], *, preset: str, overrides: dict, ext: str) -> list[Job]:
+    """Jobs with their configs and unique, deterministic names ``CONTENT__STYLE.EXT``
+    (blends: ``CONTENT__A+B.EXT``). Clashing stems get a hash of the image's key; pairs
+    that would still share a name get a hash of their options, then ``-2``, ``-3``…"""
+    contents = _stems([r.content for r in rows])
+    styles = _stems([s for r in rows for s in r.styles])
+    explicit = [_explicit_name(r.output, ext, r.where) for r in rows if r.output]
+    if len(set(explicit)) != len(explicit):
+        dup = next(n for n in explicit if explicit.count(n) > 1)
+        raise UserError(f"two pairs in the manifest have the output {dup!r}; give each pair its own output name")
+    taken = set(explicit)
+    jobs = []
+    for i, r in enumerate(rows):
+        try:
+            cfg = make_config(preset, **{**overrides, **r.options})
+            check_supported(cfg)
+        except (UserError, TypeError) as e:
+            raise UserError(f"{r.where}: {e}" if r.where else str(e)) from None
+        if r.output:
+            name = _explicit_name(r.output, ext, r.where)
+        else:
+            base = f"{contents[r.content.key]}__{'+'.join(styles[s.key] for s in r.styles)}"
+            name = base + ext
+            if name in taken and r.options:
+                name = f"{base}-{_short_hash(json.dumps(r.options, sort_keys=True, default=str))}{ext}"
+            n = 2
+            while name in taken:
+                name, n = f"{base}-{n}{ext}", n + 1
+        taken.add(name)
+        jobs.append(Job(i, name, r.content, r.styles, cfg, dict(r.options)))
+    return jobs
+
+
+# Config fields of single-image features the batch path does not run: refused, never
+# silently dropped (getattr: not every version of Config has them).
+UNSUPPORTED = {"min_scale": "multi-scale (--min-scale)", "preserve_color": "--preserve-color"}
+
+
+def check_supported(cfg: Config) -> None:
+    for name, what in UNSUPPORTED.items():
+        if getattr(cfg, name, None) is not None:
+            raise UserError(f"{what} (preset {cfg.preset}) is not available in jaxstyle batch yet; "
+                            "run those pairs with jaxstyle stylize")
+
+
+def share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
+    """Process ``index`` of ``count``'s deterministic, disjoint share: a contiguous block,
+    so a content's neighbouring pairs (and its features) stay on one host."""
+    n = len(jobs)
+    return list(jobs[index * n // count : (index + 1) * n // count])
+
+
+def fingerprint(job: Job, weights_id: str) -> str:
+    """What makes a finished output valid for this job: inputs, config and weights."""
+    record = {"content": job.content.key, "styles": [s.key for s in job.styles],
+              "config": dataclasses.asdict(job.cfg), "weights": weights_id}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def output_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """The shape ``image.resize_long_side`` gives (same formula: long side = size, the short
+    side truncated), so pairs can be bucketed from image headers without decoding."""
+    return (size, max(1, int(size / h * w))) if h >= w else (max(1, int(size / w * h)), size)
+
+
+def step_config(cfg: Config) -> Config:
+    """The config the compiled step sees. The seed and init only choose the starting pixels,
+    which are computed per pair outside, so pairs differing only there share a compile."""
+    return dataclasses.replace(cfg, seed=0, init="content")
+
+
+def bucket_size(pending: int, max_batch: int, devices: int) -> int:
+    """One batch size for a whole bucket (so one compile serves it): as even as possible,
+    a multiple of the device count. The last batch is padded with copies, results dropped."""
+    batches = math.ceil(pending / max_batch)
+    b = math.ceil(pending / batches)
+    return math.ceil(b / devices) * devices
+
+
+# ----------------------------------------------------------------------- memory estimate
+
+
+def pair_bytes(cfg: Config, shape: tuple[int, int], widths: Sequence[int]) -> int:
+    """Rough device memory one pair needs in the compiled step.
+
+    The L-BFGS history (2 × history × H·W·3 floats, s and y) dominates at large sizes; the
+    rest is the VGG activations kept for the backward pass (each conv and ReLU output up to
+    the deepest layer), counted twice more for their gradients.
+    """
+    h, w = shape
+    pixels = h * w * 3
+    optimiser = {"adam": 4, "lbfgs": 2 * cfg.lbfgs_history + 6, "lbfgs-zoom": 2 * cfg.lbfgs_history + 10}
+    floats = optimiser[cfg.optimizer] * pixels
+    deepest = max(cfg.all_layers, key=layer_names(cfg.model).index)
+    for name in layer_names(cfg.model)[: layer_names(cfg.model).index(deepest) + 1]:
+        block = int(name.lstrip("convrelupool")[0])
+        scale = 2 ** (block - (0 if name.startswith("pool") else 1))
+        floats += 3 * (h // scale) * (w // scale) * widths[block - 1]
+    return 4 * floats
+
+
+def memory_per_device() -> int:
+    """Bytes free on one local device (accelerators), or this host's available RAM shared
+    by its CPU devices."""
+    import jax
+
+    devices = jax.local_devices()
+    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemAvailable"] // len(devices)
+    except (OSError, KeyError, ValueError, IndexError):
+        return (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // (2 * len(devices))
+
+
+# Pairs per device at most: past this a batch only adds latency (see README, measured).
+MAX_PER_DEVICE = {"cpu": 4}
+DEFAULT_MAX_PER_DEVICE = 32
+
+
+def auto_batch_size(cfg: Config, shape: tuple[int, int], widths: Sequence[int], devices: int,
+                    backend: str, free_bytes: int) -> int:
+    """Pairs per batch: half the free memory over :func:`pair_bytes`, capped, × devices."""
+    per_device = max(1, int(0.5 * free_bytes // pair_bytes(cfg, shape, widths)))
+    per_device = min(per_device, MAX_PER_DEVICE.get(backend, DEFAULT_MAX_PER_DEVICE))
+    if cfg.optimizer == "lbfgs-zoom":
+        per_device = 1  # its line search's while loops become selects under vmap (DESIGN.md)
+    return per_device * devices
+
+
+__all__ = [
+    "Job", "PAIRINGS", "auto_batch_size", "bucket_size", "fingerprint", "make_jobs",
+    "memory_per_device", "output_shape", "pair_bytes", "pair_up", "share", "step_config",
+]
