@@ -103,8 +103,34 @@ def config_from_args(args: argparse.Namespace, **extra) -> config.Config:
     return config.make_config(args.preset, **overrides)
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless its text already states one.
+
+    Flags show "off"; options whose default is None show "none" (their help text says
+    what that means when it means more than "not given").
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.required or action.default is argparse.SUPPRESS
+                or isinstance(action, argparse._HelpAction) or "default" in text.lower()):
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            shown = "on" if action.default else "off"
+        elif action.default is None:
+            shown = "none"
+        else:
+            shown = "%(default)s"
+        return f"{text} (default: {shown})".strip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, with no usage dump."""
+    """argparse that reports a bad flag in one line, with no usage dump, and shows every
+    option's default in ``--help``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)

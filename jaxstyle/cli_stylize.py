@@ -24,10 +24,16 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output image path; written atomically")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also write a snapshot OUT_stepN.EXT every N steps (default: 0, off)")
-    p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.add_argument("--json", action="store_true",
+                   help=f"print a machine-readable summary on stdout (one JSON object; keys: {', '.join(JSON_KEYS)})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_options(p)
     p.set_defaults(func=run)
+
+
+# The --json record; "size" is [height, width], "losses" the last evaluated loss terms.
+JSON_KEYS = ("output", "preset", "steps", "size", "seconds", "optimize_seconds", "compile_seconds",
+             "losses", "weights", "pretrained")
 
 
 def snapshot_path(out: Path, step: int) -> Path:
@@ -43,6 +49,29 @@ def format_terms(terms: dict, keys=None) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in parts.items())
 
 
+def read_inputs(args, cfg):
+    """The content and style images (uint8, as read), after checking every input.
+
+    Runs before the output folder is made and the weights are loaded (which may download),
+    so a wrong path, a broken file or a too-small size costs nothing and prints one line.
+    """
+    from jaxstyle import stylize as api
+
+    content = imageio.load_image(args.content)
+    styles = [imageio.load_image(s) for s in args.styles]
+    # The sizes the run will use (this also reads --init PATH); stylize() redoes it.
+    content_f, styles_f, _ = api.load_inputs(content, styles, cfg)
+    api.check_size(content_f.shape, cfg, "content")
+    for s in styles_f:
+        api.check_size(s.shape, cfg, "style")
+    blend = cfg.style_blend_weights
+    if blend is not None and getattr(args, "mask", None) is None and len(blend) != len(styles):
+        raise UserError(
+            f"--style-blend-weights has {len(blend)} values for {len(styles)} style images; give one per style"
+        )
+    return content, styles
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -53,6 +82,7 @@ def run(args) -> int:
     cfg = config_from_args(args)
     if args.save_every < 0:
         raise UserError(f"--save-every must be >= 0, got {args.save_every}")
+    content, styles = read_inputs(args, cfg)
     out = imageio.check_output_path(args.output)
     network, info = load_vgg(args.weights, model=cfg.model, source=cfg.weights_source, progress=not args.quiet)
     metadata = {"jaxstyle:preset": cfg.preset, "jaxstyle:weights": info.source}
@@ -76,7 +106,7 @@ def run(args) -> int:
     boundaries = range(args.save_every, cfg.steps, args.save_every) if args.save_every else ()
     try:
         result = api.stylize(
-            args.content, args.styles, preset=cfg.preset, network=network, callback=on_progress,
+            content, styles, preset=cfg.preset, network=network, callback=on_progress,
             boundaries=boundaries, **_fields(cfg),
         )
     finally:

@@ -8,6 +8,7 @@ host call; progress is reported between calls.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import sys
 import time
 import types
@@ -29,6 +30,20 @@ from jaxstyle.vgg import VGG, min_size
 # How many times each jitted function was traced (i.e. compiled); tests read it.
 TRACES: collections.Counter = collections.Counter()
 
+# Config fields that shape the run around the compiled programs (sizes, step counts, the
+# start, seeds, blending of targets) but never enter them. A Config is a static jit
+# argument, so these are reset before it keys a compiled program: another --steps or
+# --seed for the same shapes reuses the compiled step instead of tracing it again.
+RUN_ONLY_FIELDS = ("preset", "size", "style_scale", "steps", "seed", "init", "chunk",
+                   "style_blend_weights", "min_scale", "initial_steps", "preserve_color")
+
+
+def compiled_config(cfg: Config) -> Config:
+    """``cfg`` with :data:`RUN_ONLY_FIELDS` at their defaults: the key of compiled programs."""
+    defaults = Config()
+    present = [f for f in RUN_ONLY_FIELDS if hasattr(defaults, f)]
+    return dataclasses.replace(cfg, **{f: getattr(defaults, f) for f in present})
+
 
 def _features(graphdef, params, image, layers, cfg: Config):
     TRACES["features"] += 1
@@ -43,7 +58,11 @@ def _features(graphdef, params, image, layers, cfg: Config):
     )
 
 
-_features_jit = jax.jit(_features, static_argnums=(0, 3, 4))
+_features_compiled = jax.jit(_features, static_argnums=(0, 3, 4))
+
+
+def _features_jit(graphdef, params, image, layers, cfg: Config):
+    return _features_compiled(graphdef, params, image, layers, compiled_config(cfg))
 
 
 def _run_chunk(graphdef, cfg: Config, n: int, unroll: bool, params, targets, state):
@@ -67,7 +86,11 @@ def _run_chunk(graphdef, cfg: Config, n: int, unroll: bool, params, targets, sta
 
 # The state is donated: the optimiser's history is the largest buffer, and the caller
 # never reads the old state again.
-_run_chunk_jit = jax.jit(_run_chunk, static_argnums=(0, 1, 2, 3), donate_argnums=(6,))
+_run_chunk_compiled = jax.jit(_run_chunk, static_argnums=(0, 1, 2, 3), donate_argnums=(6,))
+
+
+def _run_chunk_jit(graphdef, cfg: Config, n: int, unroll: bool, params, targets, state):
+    return _run_chunk_compiled(graphdef, compiled_config(cfg), n, unroll, params, targets, state)
 
 
 def _init_states(images, cfg: Config):
@@ -75,7 +98,11 @@ def _init_states(images, cfg: Config):
     return jax.vmap(lambda x: init_state(x, cfg))(images)
 
 
-_init_states_jit = jax.jit(_init_states, static_argnums=(1,))
+_init_states_compiled = jax.jit(_init_states, static_argnums=(1,))
+
+
+def _init_states_jit(images, cfg: Config):
+    return _init_states_compiled(images, compiled_config(cfg))
 
 
 @dataclass
@@ -130,11 +157,13 @@ def initial_image(content_rgb01: np.ndarray, cfg: Config, init_image: np.ndarray
 
 
 def check_size(shape: tuple[int, ...], cfg: Config, what: str) -> None:
-    need = min_size(cfg.all_layers if what == "content" else cfg.style_layers)
+    layers = cfg.all_layers if what == "content" else cfg.style_layers
+    need = min_size(layers)
     if min(shape[:2]) < need:
+        deepest = max(layers, key=lambda n: min_size([n]))
         raise UserError(
             f"the {what} image is {shape[1]}×{shape[0]} px after resizing, too small for layer "
-            f"{max(cfg.all_layers, key=lambda n: n[-3:])}: each side must be >= {need} px; raise --size"
+            f"{deepest}: each side must be >= {need} px; raise --size"
         )
 
 

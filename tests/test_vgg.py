@@ -1,0 +1,263 @@
+"""The Flax VGG equals a PyTorch VGG built with torchvision's layer layout.
+
+The reference is written here from torchvision's published configuration (``cfgs["E"]``
+for VGG19, ``"D"`` for VGG16: 3×3 convs with padding 1, ReLU, 2×2/2 max pooling, in one
+``nn.Sequential`` whose indices are those of ``vgg19().features``). torchvision itself
+is not imported. Both networks get the same random weights; the reference runs in
+float64, ours in float32, and every layer must agree to 1e-4 of its largest activation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY_WIDTHS
+from jaxstyle import config
+from jaxstyle.errors import UserError
+from jaxstyle.vgg import build_vgg, check_layers, min_size
+
+# torchvision.models.vgg.cfgs: channel counts, "M" = max pool.
+CFGS = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+# Fewer channels, same layout: conftest's TINY_WIDTHS, so compiled shapes are shared.
+NARROW = dict(zip((64, 128, 256, 512), TINY_WIDTHS[:4]))
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+
+
+def layout(model: str, narrow: bool):
+    """[(paper name, kind, out channels)] in torchvision ``features`` order."""
+    out, block, i = [], 1, 0
+    for v in CFGS[model]:
+        if v == "M":
+            out.append((f"pool{block}", "pool", None))
+            block, i = block + 1, 0
+        else:
+            i += 1
+            width = NARROW[v] if narrow else v
+            out += [(f"conv{block}_{i}", "conv", width), (f"relu{block}_{i}", "relu", None)]
+    return out
+
+
+def random_weights(model: str, narrow: bool, seed: int = 0):
+    """{conv name: (OIHW weight, bias)}, He-normal weights and small random biases."""
+    rng = np.random.default_rng(seed)
+    weights, cin = {}, 3
+    for name, kind, cout in layout(model, narrow):
+        if kind == "conv":
+            w = rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (9 * cin))
+            weights[name] = (w, 0.1 * rng.standard_normal(cout))
+            cin = cout
+    return weights
+
+
+def ours(model, weights, **kwargs):
+    arrays = {}
+    for name, (w, b) in weights.items():
+        arrays[f"{name}.kernel"] = w.transpose(2, 3, 1, 0).astype(np.float32)  # OIHW -> HWIO
+        arrays[f"{name}.bias"] = b.astype(np.float32)
+    return build_vgg(model, arrays, **kwargs)
+
+
+class Scaled(nn.Module):
+    def __init__(self, module, scale):
+        super().__init__()
+        self.module, self.scale = module, scale
+
+    def forward(self, x):
+        return self.module(x) * self.scale
+
+
+def reference(model, weights, narrow, *, pooling="max", avg_scale=1.0, padding=lambda name: "zeros"):
+    """torchvision's ``features`` Sequential (float64), with the given pooling and padding."""
+    layers, cin = [], 3
+    for name, kind, cout in layout(model, narrow):
+        if kind == "conv":
+            conv = nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding(name)).double()
+            w, b = weights[name]
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(w))
+                conv.bias.copy_(torch.from_numpy(b))
+            layers.append(conv)
+            cin = cout
+        elif kind == "relu":
+            layers.append(nn.ReLU())
+        else:
+            layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else Scaled(nn.AvgPool2d(2, 2), avg_scale))
+    return nn.Sequential(*layers)
+
+
+def run_reference(seq, x_nchw):
+    """Output of every layer, by index."""
+    outs, h = [], torch.from_numpy(x_nchw)
+    with torch.no_grad():
+        for layer in seq:
+            h = layer(h)
+            outs.append(h[0].numpy().transpose(1, 2, 0))  # CHW -> HWC
+    return outs
+
+
+def torchvision_input(x):
+    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None]
+
+
+def caffe_input(x):
+    # Caffe preprocessing, done by hand: RGB [0,1] -> BGR [0,255] minus the mean pixel.
+    return (x[..., ::-1] * 255.0 - CAFFE_MEAN_BGR).transpose(2, 0, 1)[None].copy()
+
+
+def image(h=32, w=40, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (h, w, 3))
+
+
+def assert_every_layer_matches(model, narrow, net_kwargs, call_kwargs, ref_input, *, x=None, **ref_kwargs):
+    weights = random_weights(model, narrow)
+    x = image() if x is None else x
+    names = [name for name, _, _ in layout(model, narrow)]
+    got = ours(model, weights, **net_kwargs)(jnp.asarray(x, jnp.float32), names, **call_kwargs)
+    want = run_reference(reference(model, weights, narrow, **ref_kwargs), ref_input(x))
+    assert sorted(got) == sorted(names)
+    for name, ref in zip(names, want):
+        out = np.asarray(got[name], np.float64)
+        assert out.shape == ref.shape, name
+        err = np.abs(out - ref).max() / np.abs(ref).max()
+        assert err <= 1e-4, f"{name}: max relative error {err:.2e}"
+
+
+def test_torchvision_indices_of_the_layout():
+    # The reference's names sit at torchvision's indices (crowsonkb's style layers
+    # 1, 6, 11, 20, 29 and content layer 22 are relu1_1 ... relu5_1 and relu4_2).
+    names19 = [n for n, _, _ in layout("vgg19", False)]
+    assert len(names19) == 37 and len(layout("vgg16", False)) == 31
+    assert [names19.index(n) for n in config.GATYS_STYLE_LAYERS] == [1, 6, 11, 20, 29]
+    assert names19.index("relu4_2") == 22 and names19[-1] == "pool5"
+
+
+def test_vgg19_full_width_every_layer():
+    assert_every_layer_matches("vgg19", False, {}, {}, torchvision_input)
+
+
+def test_vgg16_every_layer():
+    assert_every_layer_matches("vgg16", True, {}, {}, torchvision_input)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_avg_pooling(scale):
+    assert_every_layer_matches(
+        "vgg19", True, {}, dict(pooling="avg", avg_pool_scale=scale), torchvision_input, pooling="avg", avg_scale=scale
+    )
+
+
+def test_caffe_convention_from_rgb01_pixels():
+    assert_every_layer_matches("vgg19", True, dict(convention="caffe"), {}, caffe_input)
+
+
+def test_caffe_convention_in_caffe_pixel_space():
+    # Pixels already in Caffe space go to the network untouched.
+    x = caffe_input(image())[0].transpose(1, 2, 0)
+    assert_every_layer_matches(
+        "vgg19", True, dict(convention="caffe"), dict(pixel_space="caffe"),
+        lambda x: x.transpose(2, 0, 1)[None].copy(), x=x,
+    )
+
+
+def test_replicate_first_padding():
+    assert_every_layer_matches(
+        "vgg19", True, {}, dict(padding="replicate_first"), torchvision_input,
+        padding=lambda name: "replicate" if name == "conv1_1" else "zeros",
+    )
+
+
+def test_circular_padding():
+    assert_every_layer_matches(
+        "vgg19", True, {}, dict(padding="circular"), torchvision_input, padding=lambda name: "circular"
+    )
+
+
+def test_stops_at_the_deepest_requested_layer():
+    weights = random_weights("vgg19", True)
+    for name in ("conv5_1", "conv5_2", "conv5_3", "conv5_4"):
+        w, b = weights[name]
+        weights[name] = (np.full_like(w, np.nan), b)
+    net = ours("vgg19", weights)
+    x = jnp.asarray(image(), jnp.float32)
+    for layer in ("relu1_1", "pool3", "relu4_4", "pool4"):
+        out = net(x, [layer])
+        assert list(out) == [layer] and np.isfinite(np.asarray(out[layer])).all(), layer
+    assert np.isnan(np.asarray(net(x, ["relu5_1"])["relu5_1"])).all()  # block 5 is reached when asked
+    # The traced program holds only the convolutions it needs.
+    for layers, convs in [(["relu1_1"], 1), (["relu2_1", "conv1_2"], 3), (["relu3_1"], 5), (["pool4"], 12)]:
+        jaxpr = jax.make_jaxpr(lambda x: net(x, layers))(x)
+        assert str(jaxpr).count("conv_general_dilated") == convs, layers
+
+
+def test_batched_input_matches_single_images():
+    weights = random_weights("vgg19", True)
+    net = ours("vgg19", weights)
+    xs = np.stack([image(seed=1), image(seed=2)]).astype(np.float32)
+    batch = net(jnp.asarray(xs), ["relu3_1"])["relu3_1"]
+    for i in range(2):
+        single = net(jnp.asarray(xs[i]), ["relu3_1"])["relu3_1"]
+        np.testing.assert_allclose(np.asarray(batch[i]), np.asarray(single), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["vgg19", "vgg16"])
+def test_min_size(model):
+    names = [n for n, _, _ in layout(model, True)]
+    for i, name in enumerate(names):
+        pools = sum(1 for n in names[: i + 1] if n.startswith("pool"))
+        assert min_size([name]) == 2**pools, name  # each 2×2/2 pool floors the side by half
+    assert min_size(["relu1_1", "relu5_1", "relu2_1"]) == 16
+    assert min_size(["pool5"]) == 32
+    # At exactly the minimum every requested layer has at least one pixel.
+    net = ours(model, random_weights(model, True))
+    out = net(jnp.asarray(image(32, 33), jnp.float32), ["pool5", "relu5_1"])
+    assert out["pool5"].shape[:2] == (1, 1) and out["relu5_1"].shape[:2] == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "layers,model,bad",
+    [
+        (["relu4_2", "relu9_1"], "vgg19", "relu9_1"),
+        (["relu4_4"], "vgg16", "relu4_4"),  # VGG16 has three convs in block 4
+        (["conv1_1", "relu4-2"], "vgg19", "relu4-2"),
+        (["pool6"], "vgg19", "pool6"),
+        ([""], "vgg19", ""),
+    ],
+)
+def test_check_layers_names_the_bad_layer(layers, model, bad):
+    with pytest.raises(UserError) as err:
+        check_layers(layers, model)
+    message = str(err.value)
+    assert repr(bad) in message and "\n" not in message and "relu4_2" in message
+
+
+def test_unknown_layer_in_config_is_a_user_error():
+    with pytest.raises(UserError, match="relu6_1"):
+        config.make_config(style_layers=("relu1_1", "relu6_1"))
+    with pytest.raises(UserError, match="relu4_4"):
+        config.make_config(model="vgg16", content_layers=("relu4_4",))
+    check_layers(["relu4_4"], "vgg19")  # fine for VGG19
+
+
+def test_weights_with_wrong_shape_or_missing_layer_are_named():
+    weights = random_weights("vgg19", True)
+    arrays = {}
+    for name, (w, b) in weights.items():
+        arrays[f"{name}.kernel"] = w.transpose(2, 3, 1, 0).astype(np.float32)
+        arrays[f"{name}.bias"] = b.astype(np.float32)
+    bad = dict(arrays)
+    bad["conv3_2.kernel"] = bad["conv3_2.kernel"][:, :, :5]
+    with pytest.raises(UserError, match=r"conv3_2\.kernel"):
+        build_vgg("vgg19", bad)
+    missing = {k: v for k, v in arrays.items() if not k.startswith("conv4_3.")}
+    with pytest.raises(UserError, match=r"conv4_3"):
+        build_vgg("vgg19", missing)
