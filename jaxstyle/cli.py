@@ -13,7 +13,7 @@ import sys
 from jaxstyle.cli_options import Parser
 from jaxstyle.errors import UserError
 
-COMMANDS = ("cli_stylize", "cli_weights", "cli_batch")
+COMMANDS = ("cli_stylize", "cli_weights", "cli_batch", "cli_texture", "cli_inpaint")
 
 
 def build_parser() -> Parser:

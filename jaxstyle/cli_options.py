@@ -56,6 +56,10 @@ OPTIONS = [
     ("lbfgs_history", int, "N", "L-BFGS memory (curvature pairs kept)"),
     ("precision", str, "P", f"one of {', '.join(config.PRECISIONS)}; bf16 computes features and Grams in bfloat16"),
     ("chunk", int, "N", "steps per compiled call (0: automatic)"),
+    ("min_scale", int, "PX", "coarse-to-fine: first long side, growing ×√2 up to --size (0: one scale)"),
+    ("initial_steps", int, "N", "steps at the first scale when coarse-to-fine (default: --steps)"),
+    ("preserve_color", str, "MODE",
+     f"keep the content's colours: {' or '.join(config.PRESERVE_COLORS)} (Gatys et al. 2017)"),
 ]
 
 
@@ -72,17 +76,20 @@ def _show(v) -> str:
     return str(v)
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that optimises an image shares."""
+def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The options every command that optimises an image shares (less the fields in ``skip``)."""
     group = parser.add_argument_group("recipe (defaults come from --preset)")
     group.add_argument(
         "--preset",
         default="gatys",
         choices=tuple(config.PRESETS),
         help="published recipe to reproduce: gatys = pystiche's Gatys defaults with torchvision VGG19; "
-        "nspt = neural-style-pt with the Caffe VGG19 (default: gatys)",
+        "nspt = neural-style-pt with the Caffe VGG19; quality = crowsonkb/style-transfer-pytorch "
+        "(W2 style loss, coarse-to-fine Adam, averaged iterates) (default: gatys)",
     )
     for name, kind, metavar, text in OPTIONS:
+        if name in skip:
+            continue
         group.add_argument(
             "--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=metavar,
             help=f"{text} {_default_help(name)}",

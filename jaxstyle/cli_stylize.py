@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output image path; written atomically")
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also write a snapshot OUT_stepN.EXT every N steps (default: 0, off)")
+    p.add_argument("--mask", nargs="+", default=None, metavar="MASK",
+                   help="one mask image per style, in order: each style paints where its mask is white "
+                   "(guided Gram/W2 statistics, Gatys et al. 2017)")
     p.add_argument("--json", action="store_true",
                    help=f"print a machine-readable summary on stdout (one JSON object; keys: {', '.join(JSON_KEYS)})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -91,7 +94,10 @@ def run(args) -> int:
         print(f"jaxstyle: note: using untrained weights {info.source}; the output will not look stylized",
               file=sys.stderr)
 
-    bar = tqdm(total=cfg.steps, disable=args.quiet, file=sys.stderr, unit="it", dynamic_ncols=True,
+    from jaxstyle.multiscale import total_steps
+
+    steps = total_steps(cfg)  # over every scale when coarse-to-fine
+    bar = tqdm(total=steps, disable=args.quiet, file=sys.stderr, unit="it", dynamic_ncols=True,
                desc="compiling")
     last = {}
 
@@ -103,11 +109,11 @@ def run(args) -> int:
         if args.save_every and p.step % args.save_every == 0 and p.step < p.total:
             imageio.save_image(snapshot_path(out, p.step), p.images()[0], metadata=metadata)
 
-    boundaries = range(args.save_every, cfg.steps, args.save_every) if args.save_every else ()
+    boundaries = range(args.save_every, steps, args.save_every) if args.save_every else ()
     try:
         result = api.stylize(
             content, styles, preset=cfg.preset, network=network, callback=on_progress,
-            boundaries=boundaries, **_fields(cfg),
+            boundaries=boundaries, masks=args.mask, **_fields(cfg),
         )
     finally:
         bar.close()
@@ -116,7 +122,7 @@ def run(args) -> int:
     record = {
         "output": str(out),
         "preset": cfg.preset,
-        "steps": cfg.steps,
+        "steps": steps,
         "size": list(result.shape[:2]),
         "seconds": round(time.perf_counter() - t_start, 3),
         "optimize_seconds": round(p.seconds + p.compile_seconds, 3) if p else 0.0,

@@ -22,6 +22,7 @@ GRAM_NORMS = ("hw", "chw")
 STYLE_LOSSES = ("gram", "w2")
 TV_LOSSES = ("l1_sum", "l2_nine_point")
 PRECISIONS = ("fp32", "bf16")
+PRESERVE_COLORS = ("luminance", "histogram")
 
 # Adam's step size depends on the pixel units: 1.0 in Caffe's 0–255 space is
 # neural-style-pt's default; 0.02 in [0,1] units is crowsonkb's.
@@ -71,6 +72,12 @@ class Config:
     lbfgs_tolerance_change: float = 1e-9
     clamp: bool = False  # project onto the [0,1] box after every step (Adam only)
     ema_decay: float | None = None  # write a bias-corrected EMA of the iterates instead
+    # coarse-to-fine (crowsonkb): long sides from min_scale up to size, ×√2 per scale;
+    # initial_steps at the first scale, steps at each later one. None or 0: one scale.
+    min_scale: int | None = None
+    initial_steps: int | None = None  # None: steps
+    # colour control (Gatys et al. 2017): None, "luminance" or "histogram"
+    preserve_color: str | None = None
     # start
     init: str = "content"
     seed: int = 0
@@ -115,6 +122,27 @@ PRESETS: dict[str, dict] = {
         lbfgs_tolerance_grad=-1.0,
         lbfgs_tolerance_change=-1.0,
         init="random",
+    ),
+    # crowsonkb/style-transfer-pytorch (style_transfer.py @e7e2c71) with torchvision VGG19.
+    "quality": dict(
+        padding="replicate_first",
+        # Deviation from crowsonkb's default (max pooling): average pooling ×2, crowsonkb's
+        # own option, as the issue asks.
+        pooling="avg",
+        avg_pool_scale=2.0,
+        style_layer_weights=(256.0, 64.0, 16.0, 4.0, 1.0),
+        style_loss="w2",
+        style_weight=1.0,
+        content_weight=0.015,
+        tv_loss="l2_nine_point",
+        tv_weight=2.0,
+        optimizer="adam",
+        adam_b2=0.99,
+        clamp=True,
+        ema_decay=0.99,
+        min_scale=128,
+        initial_steps=1000,
+        steps=500,
     ),
 }
 
@@ -184,6 +212,12 @@ def validate(cfg: Config) -> None:
         raise UserError("--style-blend-weights must be >= 0 with a positive sum")
     if cfg.ema_decay is not None and not 0 <= cfg.ema_decay < 1:
         raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
+    if cfg.preserve_color is not None:
+        _choice("preserve_color", cfg.preserve_color, PRESERVE_COLORS)
+    if cfg.min_scale is not None:
+        _positive("min_scale", cfg.min_scale, allow_zero=True)
+    if cfg.initial_steps is not None:
+        _positive("initial_steps", cfg.initial_steps, allow_zero=True)
     if cfg.init not in INITS and not cfg.init:
         raise UserError("--init must be 'content', 'random' or a path to an image")
 

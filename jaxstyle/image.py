@@ -385,7 +385,11 @@ def _metadata_options(fmt: str, metadata: Mapping[str, str]) -> dict:
 
 
 def save_image(
-    path: str | os.PathLike, img: np.ndarray, *, metadata: dict[str, str] | None = None
+    path: str | os.PathLike,
+    img: np.ndarray,
+    *,
+    metadata: dict[str, str] | None = None,
+    icc_profile: bytes | None = None,
 ) -> Path:
     """Write ``img`` (``uint8`` (H, W, 3) or float [0, 1]) to ``path``, atomically.
 
@@ -394,12 +398,15 @@ def save_image(
     ``path``, so a crash or a full disk never leaves a half-written picture, nor
     clobbers an existing one. ``metadata`` becomes PNG text chunks, or the EXIF
     ImageDescription for the other formats. Parent folders are created.
+    ``icc_profile``: embed it, for pixels that are in that colour space, not sRGB.
     """
     p = Path(path)
     fmt, options = _SAVE_OPTIONS[_suffix_of(p)]
     pil = _to_pil(img)
     if metadata:
         options = {**options, **_metadata_options(fmt, metadata)}
+    if icc_profile:
+        options = {**options, "icc_profile": icc_profile}
     _prepare_parent(p)
     try:
         with _temp_beside(p) as (fd, tmp):

@@ -42,11 +42,15 @@ def gram_style_loss(features: jax.Array, target_gram: jax.Array, norm: str = "hw
     return jnp.mean(jnp.square(gram(features, norm) - target_gram))
 
 
-def tv_l1_sum(image: jax.Array) -> jax.Array:
+def tv_l1_sum(image: jax.Array, wrap: bool = False) -> jax.Array:
     """Σ|x[y+1]-x[y]| + Σ|x[:, x+1]-x[:, x]|: anisotropic L1, a sum (neural-style-pt).
 
     Deviation: the paper has no TV term; Mahendran & Vedaldi's regulariser, as JJ/NSPT add it.
+    ``wrap``: also count the differences across the wrap-around edges (tileable textures).
     """
+    if wrap:
+        image = jnp.concatenate([image, image[:1]], axis=0)
+        image = jnp.concatenate([image, image[:, :1]], axis=1)
     dy = _abs(image[1:, :, :] - image[:-1, :, :])
     dx = _abs(image[:, 1:, :] - image[:, :-1, :])
     return jnp.sum(dy) + jnp.sum(dx)
@@ -58,19 +62,21 @@ def _abs(x: jax.Array) -> jax.Array:
     return x * jnp.sign(x)
 
 
-def tv_l2_nine_point(image: jax.Array) -> jax.Array:
-    """crowsonkb's nine-point-stencil squared TV on the replicate-padded image.
+def tv_l2_nine_point(image: jax.Array, wrap: bool = False) -> jax.Array:
+    """crowsonkb's nine-point-stencil squared TV (``TVLoss`` @ e7e2c71), replicate-padded.
 
-    mean(Δx²)/3 + mean(Δy²)/3 + mean(Δ↘²)/12 + mean(Δ↙²)/12: a more isotropic L2
-    smoothness penalty than the two-direction difference.
+    2·(mean(Δx²)/3 + mean(Δy²)/3 + mean(Δ↘²)/12 + mean(Δ↙²)/12): a more isotropic L2
+    smoothness penalty than the two-direction difference. The factor 2 is inside
+    crowsonkb's ``TVLoss``, on top of its ``tv_weight`` of 2. ``wrap``: pad by wrapping
+    around instead (tileable textures).
     """
-    x = jnp.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    x = jnp.pad(image, ((1, 1), (1, 1), (0, 0)), mode="wrap" if wrap else "edge")
     mid, nxt, head, tail = slice(1, -1), slice(2, None), slice(None, -1), slice(1, None)
     d_x = jnp.mean(jnp.square(x[mid, nxt] - x[mid, mid])) / 3
     d_y = jnp.mean(jnp.square(x[nxt, mid] - x[mid, mid])) / 3
     d_diag = jnp.mean(jnp.square(x[tail, tail] - x[head, head])) / 12
     d_anti = jnp.mean(jnp.square(x[tail, head] - x[head, tail])) / 12
-    return d_x + d_y + d_diag + d_anti
+    return 2 * (d_x + d_y + d_diag + d_anti)
 
 
 TV_LOSSES = {"l1_sum": tv_l1_sum, "l2_nine_point": tv_l2_nine_point}
@@ -91,6 +97,16 @@ def style_layer_loss(features: jax.Array, target: Mapping[str, jax.Array], kind:
     from jaxstyle import wasserstein
 
     return wasserstein.w2_loss(features, target)
+
+
+def finish_targets(stats: Mapping[str, jax.Array], kind: str) -> dict[str, jax.Array]:
+    """What a style loss derives from its (blended) target statistics, computed once
+    outside the step: for ``"w2"`` the style's covariance and its square root."""
+    if kind != "w2":
+        return dict(stats)
+    from jaxstyle import wasserstein
+
+    return wasserstein.prepare_target(stats)
 
 
 def blend(stats: Sequence[Mapping[str, jax.Array]], weights: Sequence[float]) -> dict[str, jax.Array]:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxstyle import losses, pixels
+from jaxstyle import losses, masks, pixels
 from jaxstyle.config import Config
 from jaxstyle.lbfgs import torch_lbfgs
 from jaxstyle.vgg import VGG
@@ -37,8 +37,19 @@ def make_optimizer(cfg: Config):
 
 
 def loss_terms(image: jax.Array, targets: dict, network: VGG, cfg: Config) -> dict[str, jax.Array]:
-    """Weighted loss terms for one image: ``content``, ``style:<layer>`` each, ``tv``."""
+    """Weighted loss terms for one image: ``content``, ``style:<layer>`` each, ``tv``.
+
+    Optional targets: ``"masks"`` ({layer: (R, h, w)}) makes the style terms guided, one
+    region per mask with ``targets["style"]`` stacked over R (:mod:`jaxstyle.masks`);
+    ``"fixed"`` ({"image": H×W×3, "hole": H×W×1}) keeps every pixel outside the hole at the
+    given image's value (inpainting).
+    """
     dtype = jnp.bfloat16 if cfg.precision == "bf16" else None
+    fixed = targets.get("fixed")
+    if fixed is not None:
+        # Only the hole is free: the network (and TV) see the input's own pixels around it,
+        # so the fill has to join them.
+        image = fixed["image"] + fixed["hole"] * (image - fixed["image"])
     feats = network(
         image,
         cfg.all_layers,
@@ -54,11 +65,18 @@ def loss_terms(image: jax.Array, targets: dict, network: VGG, cfg: Config) -> di
         terms["content"] = cfg.content_weight * sum(
             losses.content_loss(feats[name], content[name]) for name in cfg.content_layers
         )
+    guides = targets.get("masks")
     for name, w in zip(cfg.style_layers, cfg.layer_weights):
-        value = losses.style_layer_loss(feats[name], targets["style"][name], cfg.style_loss, cfg.gram_norm)
+        if guides is None:
+            value = losses.style_layer_loss(feats[name], targets["style"][name], cfg.style_loss, cfg.gram_norm)
+        else:
+            value = masks.guided_layer_loss(
+                feats[name], targets["style"][name], guides[name], cfg.style_loss, cfg.gram_norm
+            )
         terms[f"style:{name}"] = cfg.style_weight * w * value
     if cfg.tv_weight:
-        terms["tv"] = cfg.tv_weight * losses.TV_LOSSES[cfg.tv_loss](image)
+        # A tileable texture's smoothness term wraps around like its convolutions.
+        terms["tv"] = cfg.tv_weight * losses.TV_LOSSES[cfg.tv_loss](image, wrap=cfg.padding == "circular")
     return terms
 
 
@@ -73,7 +91,8 @@ def total(terms: dict[str, jax.Array]) -> jax.Array:
 def init_state(image: jax.Array, cfg: Config) -> StepState:
     zeros = jnp.zeros_like(image)
     ema = image * (1 - cfg.ema_decay) if cfg.ema_decay is not None else zeros
-    accum = jnp.asarray(cfg.ema_decay if cfg.ema_decay is not None else 1.0, jnp.float32)
+    # In the image's precision: a float32 decay^k alone limits a float64 run to ~1e-6.
+    accum = jnp.asarray(cfg.ema_decay if cfg.ema_decay is not None else 1.0, jnp.promote_types(image.dtype, jnp.float32))
     return StepState(image, make_optimizer(cfg).init(image), ema, accum)
 
 

@@ -124,20 +124,34 @@ def content_targets(network: VGG, content_rgb01: jax.Array, cfg: Config) -> dict
     return _features_jit(graphdef, params, x, tuple(cfg.content_layers), cfg)
 
 
-def style_targets(network: VGG, styles_rgb01: Sequence[np.ndarray], cfg: Config) -> dict:
-    """Blended per-layer statistics of the style images (each at its own size)."""
+def features(network: VGG, image_rgb01, layers: Sequence[str], cfg: Config) -> dict:
+    """The network's features of one RGB [0,1] image at ``layers``, as the step sees them."""
+    graphdef, params = nnx.split(network)
+    x = pixels.from_rgb01(jnp.asarray(image_rgb01), cfg.pixel_space)
+    return _features_jit(graphdef, params, x, tuple(layers), cfg)
+
+
+def style_targets(network: VGG, styles_rgb01: Sequence[np.ndarray], cfg: Config, *, blend: bool = True) -> dict:
+    """Blended per-layer statistics of the style images (each at its own size).
+
+    ``blend=False``: one set per style, stacked on a leading axis (guided regions, masks.py).
+    """
     graphdef, params = nnx.split(network)
     per_style = []
     for s in styles_rgb01:
         x = pixels.from_rgb01(jnp.asarray(s), cfg.pixel_space)
         feats = _features_jit(graphdef, params, x, tuple(cfg.style_layers), cfg)
         per_style.append({n: losses.style_statistics(feats[n], cfg.style_loss, cfg.gram_norm) for n in cfg.style_layers})
+    if not blend:
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_style)
+        return {n: losses.finish_targets(v, cfg.style_loss) for n, v in stacked.items()}
     weights = cfg.style_blend_weights or (1.0,) * len(per_style)
     if len(weights) != len(per_style):
         raise UserError(
             f"--style-blend-weights has {len(weights)} values for {len(per_style)} style images; give one per style"
         )
-    return losses.blend(per_style, weights)
+    blended = losses.blend(per_style, weights)
+    return {n: losses.finish_targets(v, cfg.style_loss) for n, v in blended.items()}
 
 
 def initial_image(content_rgb01: np.ndarray, cfg: Config, init_image: np.ndarray | None = None) -> jax.Array:
@@ -173,12 +187,27 @@ def prepare(
     styles_rgb01: Sequence[np.ndarray],
     cfg: Config,
     init_image: np.ndarray | None = None,
+    *,
+    masks: Sequence[np.ndarray] | None = None,
 ) -> Problem:
-    """One content image and its styles, as a batch of one."""
+    """One content image and its styles, as a batch of one.
+
+    ``masks``: one content-sized H×W mask per style, giving each style its region
+    (guided statistics, :mod:`jaxstyle.masks`) instead of blending them everywhere.
+    """
     check_size(content_rgb01.shape, cfg, "content")
     for s in styles_rgb01:
         check_size(s.shape, cfg, "style")
-    targets = {"style": style_targets(network, styles_rgb01, cfg)}
+    if masks is None:
+        targets = {"style": style_targets(network, styles_rgb01, cfg)}
+    else:
+        from jaxstyle import masks as guides
+
+        guides.check_masks(masks, len(styles_rgb01))
+        targets = {
+            "style": style_targets(network, styles_rgb01, cfg, blend=False),
+            "masks": guides.layer_masks(np.stack(masks), cfg.style_layers),
+        }
     if cfg.content_layers and cfg.content_weight:
         targets["content"] = content_targets(network, content_rgb01, cfg)
     init = initial_image(content_rgb01, cfg, init_image)
@@ -210,14 +239,26 @@ def default_chunk(cfg: Config) -> int:
     return 1 if jax.default_backend() == "cpu" else 10
 
 
-def iterate(problem: Problem, *, chunk: int | None = None, boundaries: Sequence[int] = ()) -> Iterator[Progress]:
-    """Run ``cfg.steps`` steps, yielding after every chunk and at each of ``boundaries``."""
+def iterate(
+    problem: Problem,
+    *,
+    chunk: int | None = None,
+    boundaries: Sequence[int] = (),
+    steps: int | None = None,
+    state: StepState | None = None,
+) -> Iterator[Progress]:
+    """Run ``cfg.steps`` steps, yielding after every chunk and at each of ``boundaries``.
+
+    ``steps`` and ``state`` (batched, e.g. carried over from a coarser scale by
+    :mod:`jaxstyle.multiscale`) override ``cfg.steps`` and the fresh initial state.
+    """
     cfg = problem.cfg
+    total = cfg.steps if steps is None else steps
     graphdef, params = nnx.split(problem.network)
     chunk = chunk or default_chunk(cfg)
     unroll = jax.default_backend() == "cpu"
-    state = _init_states_jit(problem.init, cfg)
-    stops = sorted({b for b in boundaries if 0 < b < cfg.steps} | {cfg.steps})
+    state = _init_states_jit(problem.init, cfg) if state is None else state
+    stops = sorted({b for b in boundaries if 0 < b < total} | {total})
     done, spent, compile_s = 0, 0.0, 0.0
     for stop in stops:
         while done < stop:
@@ -232,7 +273,7 @@ def iterate(problem: Problem, *, chunk: int | None = None, boundaries: Sequence[
                 spent += elapsed
             done += n
             _check_finite(terms, done - 1)
-            yield Progress(done, cfg.steps, terms, spent, compile_s, state, problem)
+            yield Progress(done, total, terms, spent, compile_s, state, problem)
 
 
 def _check_finite(terms: dict[str, np.ndarray], at: int) -> None:
@@ -282,6 +323,7 @@ def stylize(
     callback: Callable[[Progress], None] | None = None,
     network: VGG | None = None,
     boundaries: Sequence[int] = (),
+    masks: Sequence | None = None,
     **options,
 ) -> np.ndarray:
     """Stylize ``content`` with ``style`` (a path/array, or a list of them to blend).
@@ -291,9 +333,18 @@ def stylize(
     or ``None`` for the cached pretrained weights (or pass a loaded ``network``).
     ``callback`` sees a :class:`Progress` after every chunk of steps and at each step
     number in ``boundaries``. Returns H×W×3 float32 RGB in [0, 1].
+    ``masks``: one mask (path or H×W array in [0, 1]) per style, white where it applies.
     """
     cfg = make_config(preset, **options)
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if masks is not None or cfg.min_scale or cfg.preserve_color is not None:
+        # Coarse-to-fine, colour control and regions: jaxstyle.control builds the problems.
+        from jaxstyle import control
+
+        return control.stylize(
+            content, styles, cfg, weights=weights, network=network, callback=callback,
+            boundaries=boundaries, masks=masks,
+        )
     content_f, styles_f, init_image = load_inputs(content, styles, cfg)
     if network is None:
         from jaxstyle.weights import load_vgg
