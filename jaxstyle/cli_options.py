@@ -56,6 +56,7 @@ OPTIONS = [
     ("lbfgs_history", int, "N", "L-BFGS memory (curvature pairs kept)"),
     ("precision", str, "P", f"one of {', '.join(config.PRECISIONS)}; bf16 computes features and Grams in bfloat16"),
     ("chunk", int, "N", "steps per compiled call (0: automatic)"),
+    ("remat", str, "R", f"one of {', '.join(config.REMATS)}; blocks recomputes VGG activations in the backward pass"),
     ("min_scale", int, "PX", "coarse-to-fine: first long side, growing ×√2 up to --size (0: one scale)"),
     ("initial_steps", int, "N", "steps at the first scale when coarse-to-fine (default: --steps)"),
     ("preserve_color", str, "MODE",

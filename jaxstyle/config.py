@@ -22,6 +22,7 @@ GRAM_NORMS = ("hw", "chw")
 STYLE_LOSSES = ("gram", "w2")
 TV_LOSSES = ("l1_sum", "l2_nine_point")
 PRECISIONS = ("fp32", "bf16")
+REMATS = ("none", "blocks")
 PRESERVE_COLORS = ("luminance", "histogram")
 
 # Adam's step size depends on the pixel units: 1.0 in Caffe's 0–255 space is
@@ -84,6 +85,9 @@ class Config:
     # execution, not recipe
     precision: str = "fp32"
     chunk: int = 0  # steps per compiled call; 0 = automatic
+    # "blocks": recompute each VGG block's activations in the backward pass (jax.checkpoint):
+    # less memory for large images, more time per step (see jaxstyle.memory)
+    remat: str = "none"
 
     @property
     def learning_rate(self) -> float:
@@ -186,6 +190,7 @@ def validate(cfg: Config) -> None:
     _choice("gram_norm", cfg.gram_norm, GRAM_NORMS)
     _choice("tv_loss", cfg.tv_loss, TV_LOSSES)
     _choice("precision", cfg.precision, PRECISIONS)
+    _choice("remat", cfg.remat, REMATS)
     _positive("size", cfg.size)
     _positive("style_scale", cfg.style_scale)
     _positive("steps", cfg.steps, allow_zero=True)

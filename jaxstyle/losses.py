@@ -19,8 +19,27 @@ def gram(features: jax.Array, norm: str = "hw") -> jax.Array:
     """
     h, w, c = features.shape
     f = features.reshape(h * w, c)
-    g = jnp.matmul(f.T, f, preferred_element_type=_acc_dtype(features))
-    return g / (h * w * (c if norm == "chw" else 1))
+    return _self_product(f) / (h * w * (c if norm == "chw" else 1))
+
+
+# FᵀF with a hand-written gradient F·(Ḡ + Ḡᵀ): one matmul where autodiff emits two (one per
+# operand of FᵀF) and adds them. Measured on XLA:CPU (bench/): part of a ~18 % faster step
+# together with vgg.max_pool_2x2. Same value up to rounding.
+@jax.custom_vjp
+def _self_product(f: jax.Array) -> jax.Array:
+    return jnp.matmul(f.T, f, preferred_element_type=_acc_dtype(f))
+
+
+def _self_product_fwd(f):
+    return _self_product(f), f
+
+
+def _self_product_bwd(f, g):
+    sym = (g + g.T).astype(f.dtype)
+    return (jnp.matmul(f, sym, preferred_element_type=_acc_dtype(f)).astype(f.dtype),)
+
+
+_self_product.defvjp(_self_product_fwd, _self_product_bwd)
 
 
 def _acc_dtype(x: jax.Array):

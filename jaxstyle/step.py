@@ -58,6 +58,7 @@ def loss_terms(image: jax.Array, targets: dict, network: VGG, cfg: Config) -> di
         padding=cfg.padding,
         avg_pool_scale=cfg.avg_pool_scale,
         dtype=dtype,
+        remat=cfg.remat == "blocks",
     )
     terms: dict[str, jax.Array] = {}
     content = targets.get("content")
