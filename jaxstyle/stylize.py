@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxstyle import image as imageio
-from jaxstyle import losses, pixels
+from jaxstyle import losses, memory, pixels
 from jaxstyle.config import Config, make_config
 from jaxstyle.errors import UserError
 from jaxstyle.step import StepState, init_state, result_image, step
@@ -198,6 +198,9 @@ def prepare(
     check_size(content_rgb01.shape, cfg, "content")
     for s in styles_rgb01:
         check_size(s.shape, cfg, "style")
+    # Refuse a run that cannot fit before anything large is allocated (one line, with what
+    # to change) rather than die in an out-of-memory trace.
+    memory.check_fits(cfg, content_rgb01.shape[:2])
     if masks is None:
         targets = {"style": style_targets(network, styles_rgb01, cfg)}
     else:
@@ -294,6 +297,8 @@ def final_images(problem: Problem, state: StepState) -> np.ndarray:
 def load_inputs(content, styles, cfg: Config, init=None):
     """Paths or arrays → float32 RGB [0,1] arrays at the run's sizes."""
     content_u8 = _as_uint8(content, "content")
+    h, w = content_u8.shape[:2]  # check before resizing up allocates the full-size image
+    memory.check_fits(cfg, (max(1, round(h * cfg.size / max(h, w))), max(1, round(w * cfg.size / max(h, w)))))
     content_u8 = imageio.resize_long_side(content_u8, cfg.size)
     style_size = max(1, round(cfg.size * cfg.style_scale))
     styles_u8 = [imageio.resize_long_side(_as_uint8(s, "style"), style_size) for s in styles]
