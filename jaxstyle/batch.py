@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxstyle import batch_plan as planning
 from jaxstyle import image as imageio
-from jaxstyle import manifest, sources
+from jaxstyle import manifest, memory, sources
 from jaxstyle import stylize as S
 from jaxstyle.config import make_config
 from jaxstyle.errors import UserError
@@ -105,7 +105,12 @@ class _Loaded:
 
 
 class Engine:
-    """Runs jobs on one network and this process's devices; yields a result per pair."""
+    """Runs jobs on one network and this process's devices; yields a result per pair.
+
+    ``batch_size``: pairs per device per step (default: automatic, see
+    :func:`batch_plan.auto_per_device`); a step runs ``batch_size`` × devices pairs.
+    A bucket whose batch would not fit in memory fails its pairs with the reason.
+    """
 
     def __init__(self, network, *, batch_size: int | None = None, mesh=None,
                  should_stop: Callable[[], bool] | None = None,
@@ -123,9 +128,18 @@ class Engine:
 
     def run(self, jobs: Sequence[planning.Job]) -> Iterator[PairResult]:
         buckets: dict[tuple, list[planning.Job]] = {}
+        sizes: dict[str, tuple[int, int] | UserError] = {}  # a content's header, read once
         for job in jobs:
             try:
-                shape = planning.output_shape(*job.content.size(), job.cfg.size)
+                if job.content.key not in sizes:
+                    try:
+                        sizes[job.content.key] = job.content.size()
+                    except UserError as e:
+                        sizes[job.content.key] = e
+                size = sizes[job.content.key]
+                if isinstance(size, UserError):
+                    raise size
+                shape = planning.output_shape(*size, job.cfg.size)
                 S.check_size(shape, job.cfg, "content")
                 blend = job.cfg.style_blend_weights
                 if blend is not None and len(blend) != len(job.styles):
@@ -135,9 +149,17 @@ class Engine:
                 continue
             buckets.setdefault((planning.step_config(job.cfg), shape), []).append(job)
         for (cfg, shape), members in buckets.items():
-            limit = self.batch_size or planning.auto_batch_size(
-                cfg, shape, self.network.widths, self.devices, self.backend, planning.memory_per_device())
-            size = planning.bucket_size(len(members), limit, self.devices)
+            free, _ = memory.free_bytes()
+            shared = self.backend == "cpu"  # CPU devices share the host RAM
+            per_device = self.batch_size or planning.auto_per_device(
+                cfg, shape, self.devices, self.backend, free, shared)
+            try:  # a batch that cannot fit fails its pairs with what to change, not the run
+                memory.check_fits(cfg, shape, per_device, free // self.devices if shared else free)
+            except UserError as e:
+                for job in members:
+                    yield _failed(job, e)
+                continue
+            size = planning.bucket_size(len(members), per_device, self.devices)
             queue = collections.deque(members)
             while queue:
                 batch: list[_Loaded] = []
@@ -363,8 +385,9 @@ def run_batch(contents=None, styles=None, outdir=None, *, pairs: str = "product"
     ``product`` (every content with every style), ``zip`` or a JSONL/CSV pair manifest.
     ``outdir``: write ``CONTENT__STYLE.png`` files and ``results.jsonl`` there, skipping
     finished pairs; without it, each result carries its ``image``. ``options`` are
-    ``Config`` fields with the CLI's defaults (``steps=``, ``size=``…). Under
-    ``jax.distributed`` each process runs its own share. ``mesh``: default all local devices.
+    ``Config`` fields with the CLI's defaults (``steps=``, ``size=``…). ``batch_size``: pairs
+    per device at once (default automatic). Under ``jax.distributed`` each process runs its
+    own share. ``mesh``: default all local devices.
     """
     import jax
 

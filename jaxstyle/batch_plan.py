@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from jaxstyle import image as imageio
 from jaxstyle.config import Config, make_config
 from jaxstyle.errors import UserError
 from jaxstyle.sources import Item, PairRow
-from jaxstyle.vgg import layer_names
 
 PAIRINGS = ("product", "zip")
 
@@ -120,7 +118,7 @@ UNSUPPORTED = {"min_scale": "multi-scale (--min-scale)", "preserve_color": "--pr
 
 def check_supported(cfg: Config) -> None:
     for name, what in UNSUPPORTED.items():
-        if getattr(cfg, name, None) is not None:
+        if getattr(cfg, name, None):  # min_scale 0 and preserve_color None mean off
             raise UserError(f"{what} (preset {cfg.preset}) is not available in jaxstyle batch yet; "
                             "run those pairs with jaxstyle stylize")
 
@@ -151,69 +149,51 @@ def step_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, seed=0, init="content")
 
 
-def bucket_size(pending: int, max_batch: int, devices: int) -> int:
-    """One batch size for a whole bucket (so one compile serves it): as even as possible,
-    a multiple of the device count. The last batch is padded with copies, results dropped."""
-    batches = math.ceil(pending / max_batch)
-    b = math.ceil(pending / batches)
-    return math.ceil(b / devices) * devices
+def bucket_size(pending: int, per_device: int, devices: int) -> int:
+    """The batch size of a whole bucket (one compile serves it): ``devices`` × k pairs.
 
-
-# ----------------------------------------------------------------------- memory estimate
-
-
-def pair_bytes(cfg: Config, shape: tuple[int, int], widths: Sequence[int]) -> int:
-    """Rough device memory one pair needs in the compiled step.
-
-    The L-BFGS history (2 × history × H·W·3 floats, s and y) dominates at large sizes; the
-    rest is the VGG activations kept for the backward pass (each conv and ReLU output up to
-    the deepest layer), counted twice more for their gradients.
+    k, the pairs each device runs at once, splits the bucket as evenly as possible into
+    batches of at most ``per_device`` and does NOT depend on the device count: a pair's
+    numbers depend on the batch its device computes (XLA picks other kernels for a batch
+    of 1 than for more), so this is what makes a job give the same images on 1 or N
+    devices. The last batch is padded with copies, their results dropped.
     """
-    h, w = shape
-    pixels = h * w * 3
-    optimiser = {"adam": 4, "lbfgs": 2 * cfg.lbfgs_history + 6, "lbfgs-zoom": 2 * cfg.lbfgs_history + 10}
-    floats = optimiser[cfg.optimizer] * pixels
-    deepest = max(cfg.all_layers, key=layer_names(cfg.model).index)
-    for name in layer_names(cfg.model)[: layer_names(cfg.model).index(deepest) + 1]:
-        block = int(name.lstrip("convrelupool")[0])
-        scale = 2 ** (block - (0 if name.startswith("pool") else 1))
-        floats += 3 * (h // scale) * (w // scale) * widths[block - 1]
-    return 4 * floats
+    batches = math.ceil(pending / per_device)
+    return math.ceil(pending / batches) * devices
 
 
-def memory_per_device() -> int:
-    """Bytes free on one local device (accelerators), or this host's available RAM shared
-    by its CPU devices."""
-    import jax
+# ------------------------------------------------------------------------ batch size
 
-    devices = jax.local_devices()
-    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        return info["MemAvailable"] // len(devices)
-    except (OSError, KeyError, ValueError, IndexError):
-        return (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // (2 * len(devices))
-
-
-# Pairs per device at most: past this a batch only adds latency (see README, measured).
-MAX_PER_DEVICE = {"cpu": 4}
+# Pairs per device at most. On CPU, 2 pairs beat 1 (one call runs both: +30-45 % at 128
+# and 256 px) but 4 and 8 do not beat 2 (bench/batch_throughput.py; README "Batch generation").
+MAX_PER_DEVICE = {"cpu": 2}
 DEFAULT_MAX_PER_DEVICE = 32
+BUDGET = 0.8  # of the free memory; memory.estimate already adds its own margin
 
 
-def auto_batch_size(cfg: Config, shape: tuple[int, int], widths: Sequence[int], devices: int,
-                    backend: str, free_bytes: int) -> int:
-    """Pairs per batch: half the free memory over :func:`pair_bytes`, capped, × devices."""
-    per_device = max(1, int(0.5 * free_bytes // pair_bytes(cfg, shape, widths)))
-    per_device = min(per_device, MAX_PER_DEVICE.get(backend, DEFAULT_MAX_PER_DEVICE))
+def auto_per_device(cfg: Config, shape: tuple[int, int], devices: int, backend: str, free: int,
+                    shared: bool = False) -> int:
+    """Pairs per device: the most that :func:`jaxstyle.memory.estimate` (L-BFGS history,
+    VGG activations, calibrated on XLA) fits in 80 % of ``free``, capped.
+
+    ``shared`` (CPU devices share the host RAM): the size is chosen as for one device, so
+    that it does not change with the device count (see :func:`bucket_size`), and lowered
+    only if all devices' batches together would not fit.
+    """
+    from jaxstyle import memory
+
     if cfg.optimizer == "lbfgs-zoom":
-        per_device = 1  # its line search's while loops become selects under vmap (DESIGN.md)
-    return per_device * devices
+        return 1  # its line search's while loops become selects under vmap (DESIGN.md)
+    k = 1
+    while k < MAX_PER_DEVICE.get(backend, DEFAULT_MAX_PER_DEVICE) and \
+            memory.estimate(cfg, shape, k + 1).total <= BUDGET * free:
+        k += 1
+    while shared and k > 1 and devices * memory.estimate(cfg, shape, k).total > BUDGET * free:
+        k -= 1
+    return k
 
 
 __all__ = [
-    "Job", "PAIRINGS", "auto_batch_size", "bucket_size", "fingerprint", "make_jobs",
-    "memory_per_device", "output_shape", "pair_bytes", "pair_up", "share", "step_config",
+    "Job", "PAIRINGS", "auto_per_device", "bucket_size", "check_supported", "fingerprint", "make_jobs",
+    "output_shape", "pair_up", "share", "step_config",
 ]

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
     p.add_argument("--format", default="png", choices=("png", "jpg", "webp", "tif"),
                    help="output image format (default: png)")
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
-                   help="pairs per compiled step, rounded up to a multiple of the device count "
-                   "(default: auto, from device memory and the image size)")
+                   help="pairs each device optimises at once; a step runs N × devices pairs "
+                   "(default: auto, from free memory and the image size, at most 4 on CPU)")
     p.add_argument("--contact-sheet", metavar="FILE", help="also write a grid image: contents × styles")
     p.add_argument("--contact-sheet-cell", type=int, default=192, metavar="PX",
                    help="cell size of the contact sheet (default: 192)")

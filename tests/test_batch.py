@@ -228,23 +228,35 @@ def test_shares_are_disjoint_and_cover_everything():
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
 
 
-def test_bucket_batch_size_is_even_and_a_multiple_of_devices():
-    assert batch_plan.bucket_size(6, 4, 4) == 4  # two batches of 3, padded to 4 for 4 devices
-    assert batch_plan.bucket_size(21, 8, 1) == 7
+def test_bucket_batch_size_is_even_and_per_device():
+    assert batch_plan.bucket_size(21, 8, 1) == 7  # 3 batches of 7, not 8 + 8 + 5
     assert batch_plan.bucket_size(20, 8, 1) == 7  # 7 + 7 + 6 (one padded copy)
+    assert batch_plan.bucket_size(1, 8, 1) == 1
+    # The pairs per device do not change with the device count (same numbers on 1 or 4).
+    assert batch_plan.bucket_size(6, 4, 1) == 3 and batch_plan.bucket_size(6, 4, 4) == 12
     assert batch_plan.bucket_size(1, 8, 2) == 2
 
 
 def test_auto_batch_size_counts_the_lbfgs_history():
     cfg = make_config()  # L-BFGS, history 100
-    history = 2 * 100 * 512 * 512 * 3 * 4  # s and y: 629 MB per pair at 512²
-    assert batch_plan.pair_bytes(cfg, (512, 512), (64, 128, 256, 512, 512)) > history
-    adam = batch_plan.pair_bytes(make_config(optimizer="adam"), (512, 512), (64, 128, 256, 512, 512))
-    assert batch_plan.pair_bytes(cfg, (512, 512), (64, 128, 256, 512, 512)) - adam >= history - 8 * 512 * 512 * 12
-    # 4 GB free: at most 3 pairs of 512² L-BFGS fit in half of it
-    assert batch_plan.auto_batch_size(cfg, (512, 512), (64, 128, 256, 512, 512), 1, "gpu", 4 << 30) <= 3
-    assert batch_plan.auto_batch_size(cfg, (64, 64), (64, 128, 256, 512, 512), 2, "gpu", 64 << 30) % 2 == 0
-    assert batch_plan.auto_batch_size(make_config(optimizer="lbfgs-zoom"), (64, 64), TINY_WIDTHS, 1, "gpu", 64 << 30) == 1
+    history = 2 * 100 * 512 * 512 * 3 * 4  # s and y alone: 629 MB per pair at 512²
+    k = batch_plan.auto_per_device(cfg, (512, 512), 1, "gpu", 4 << 30)
+    assert 1 <= k and k * history <= 0.8 * (4 << 30)
+    assert batch_plan.auto_per_device(make_config(optimizer="adam"), (512, 512), 1, "gpu", 4 << 30) > k
+    assert batch_plan.auto_per_device(cfg, (64, 64), 2, "gpu", 64 << 30) == 32  # the cap
+    # CPU devices share the RAM: the size is the same for 1 and 4 devices while all fit...
+    assert batch_plan.auto_per_device(cfg, (512, 512), 1, "cpu", 20 << 30, True) == 2
+    assert batch_plan.auto_per_device(cfg, (512, 512), 4, "cpu", 20 << 30, True) == 2
+    # ...and lower when all devices' batches together would not.
+    assert batch_plan.auto_per_device(cfg, (1024, 1024), 4, "cpu", 20 << 30, True) == 1
+    assert batch_plan.auto_per_device(make_config(optimizer="lbfgs-zoom"), (64, 64), 1, "gpu", 64 << 30) == 1
+
+
+def test_a_batch_that_cannot_fit_fails_its_pairs_with_the_reason(net, folders, monkeypatch):
+    c, s = folders
+    monkeypatch.setattr(batch.memory, "free_bytes", lambda: (1 << 20, "a tiny device"))
+    results = list(batch.run_batch(str(c / "a.png"), str(s / "x.png"), network=net, **OPTS))
+    assert [r.status for r in results] == ["failed"] and "needs about" in results[0].error
 
 
 # ------------------------------------------------------------------------------ manifest

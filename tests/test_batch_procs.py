@@ -70,7 +70,7 @@ FOUR_DEVICES = textwrap.dedent("""
             yield p
     S.iterate_batch = spy
     net, _ = load_vgg(weights)
-    results = list(batch.run_batch(contents, styles, network=net, batch_size=4, **json.loads(opts)))
+    results = list(batch.run_batch(contents, styles, network=net, batch_size=2, **json.loads(opts)))
     np.savez(out, **{r.pair: r.image for r in results})
     print(json.dumps({"devices": jax.local_device_count(), "spans": sorted(seen)}))
 """)
@@ -87,11 +87,14 @@ def test_four_fake_cpu_devices_equal_one_device(job, tmp_path):
     assert info == {"devices": 4, "spans": [4]}  # both buckets sharded over all four
     four = np.load(out)
     net, _ = load_vgg(weights)
-    # Here, one device: the 2-pair bucket is not padded; there it was padded to 4.
-    one = {r.pair: r.image for r in batch.run_batch(str(c), str(s), network=net, batch_size=4, **OPTS)}
+    # 2 pairs per device: here the 4-pair bucket runs as two batches of 2 and the 2-pair
+    # bucket as one; there each bucket is one step of 8 (padded with copies) over 4 devices.
+    one = {r.pair: r.image for r in batch.run_batch(str(c), str(s), network=net, batch_size=2, **OPTS)}
     assert sorted(four.files) == sorted(one) and len(one) == 6
     for pair, image in one.items():
         assert np.abs(four[pair] - image).max() <= 1e-5, pair
+    # Each device computed 2 pairs, as the one device did: the very same numbers.
+    assert all(np.array_equal(four[pair], image) for pair, image in one.items())
 
 
 def _free_port() -> int:
