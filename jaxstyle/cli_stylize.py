@@ -96,7 +96,10 @@ def run(args) -> int:
 
     from jaxstyle.multiscale import total_steps
 
-    steps = total_steps(cfg)  # over every scale when coarse-to-fine
+    from jaxstyle.vgg import min_size
+
+    # Over every scale when coarse-to-fine (scales too small for the network are skipped).
+    steps = total_steps(cfg, content.shape[1], content.shape[0], min_size(cfg.all_layers))
     bar = tqdm(total=steps, disable=args.quiet, file=sys.stderr, unit="it", dynamic_ncols=True,
                desc="compiling")
     last = {}

@@ -20,6 +20,7 @@ from jaxstyle import color, multiscale
 from jaxstyle import image as imageio
 from jaxstyle.config import Config
 from jaxstyle.errors import UserError
+from jaxstyle.vgg import min_size
 
 
 def load_mask(mask, shape: tuple[int, int]) -> np.ndarray:
@@ -74,7 +75,7 @@ def stylize(
     colours = color.plan(cfg.preserve_color, imageio.to_float(content_u8), [imageio.to_float(s) for s in styles_u8])
     h0, w0 = content_u8.shape[:2]
     masks_full = None if masks is None else [load_mask(m, (h0, w0)) for m in masks]
-    scales = multiscale.schedule(w0, h0, cfg)
+    scales = multiscale.schedule(w0, h0, cfg, min_size(cfg.all_layers))
     if not cfg.min_scale:
         # One scale: the core's own resizing, so results match a run without controls.
         content_f, styles_f, init_f = api.load_inputs(content_u8, styles_u8, cfg, init_u8)

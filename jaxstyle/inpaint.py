@@ -28,6 +28,7 @@ from jaxstyle import masks as guides
 from jaxstyle import losses, multiscale, pixels
 from jaxstyle.config import Config, make_config
 from jaxstyle.errors import UserError
+from jaxstyle.vgg import min_size
 
 NOISE = 0.25
 
@@ -101,7 +102,7 @@ def fill(
     h0, w0 = image_u8.shape[:2]
     cfg_size = min(cfg.size, max(h0, w0))
     run_cfg = cfg if cfg_size == cfg.size else _replace_size(cfg, cfg_size)
-    scales = multiscale.schedule(w0, h0, run_cfg)
+    scales = multiscale.schedule(w0, h0, run_cfg, min_size(run_cfg.style_layers))
     if not run_cfg.min_scale:
         small = imageio.resize_long_side(image_u8, run_cfg.size)
         scales = [multiscale.Scale(run_cfg.size, *small.shape[:2], run_cfg.steps)]

@@ -60,23 +60,25 @@ class Scale:
     steps: int
 
 
-def schedule(width: int, height: int, cfg: Config) -> list[Scale]:
-    """The scales for an image of ``width``×``height`` (any size: each scale resizes it)."""
+def schedule(width: int, height: int, cfg: Config, min_side: int = 1) -> list[Scale]:
+    """The scales for an image of ``width``×``height`` (any size: each scale resizes it).
+
+    Deviation: scales whose short side is below ``min_side`` (the network's minimum) are
+    left out, and the first one left gets ``initial_steps``; crowsonkb stops with an error.
+    """
     if not cfg.min_scale:
         w, h = size_to_fit(width, height, cfg.size, scale_up=True)
         return [Scale(cfg.size, h, w, cfg.steps)]
     sizes = gen_scales(min(cfg.min_scale, cfg.size), cfg.size)
+    fits = [size_to_fit(width, height, size, scale_up=True) for size in sizes]
+    keep = [k for k, (w, h) in enumerate(fits) if min(w, h) >= min_side] or [len(sizes) - 1]
     first = cfg.steps if cfg.initial_steps is None else cfg.initial_steps
-    out = []
-    for k, size in enumerate(sizes):
-        w, h = size_to_fit(width, height, size, scale_up=True)
-        out.append(Scale(size, h, w, first if k == 0 else cfg.steps))
-    return out
+    return [Scale(sizes[k], fits[k][1], fits[k][0], first if k == keep[0] else cfg.steps) for k in keep]
 
 
-def total_steps(cfg: Config) -> int:
-    """Steps over all scales (the number of scales depends on ``size`` alone)."""
-    return sum(s.steps for s in schedule(cfg.size, cfg.size, cfg))
+def total_steps(cfg: Config, width: int | None = None, height: int | None = None, min_side: int = 1) -> int:
+    """Steps over all scales, for an image of that shape (default: square)."""
+    return sum(s.steps for s in schedule(width or cfg.size, height or cfg.size, cfg, min_side))
 
 
 # ------------------------------------------------------------------------- resampling

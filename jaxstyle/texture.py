@@ -77,7 +77,7 @@ def synthesize(
         from jaxstyle.weights import load_vgg
 
         network, _ = load_vgg(weights, model=cfg.model, source=cfg.weights_source)
-    scales = multiscale.schedule(width, height, cfg)
+    scales = multiscale.schedule(width, height, cfg, multiple)
     scales[-1] = multiscale.Scale(scales[-1].size, height, width, scales[-1].steps)
     if tileable:
         scales = [multiscale.Scale(s.size, *tile_shape(s.height, s.width, multiple), s.steps) for s in scales]

@@ -92,7 +92,7 @@ def test_two_regions_end_closer_to_their_own_style(net):
     a, b = stripes(40, 40), speckle(40, 40)
     left = np.zeros((h, w), np.float32)
     left[:, : w // 2] = 1
-    out = S.stylize(content, [a, b], network=net, size=64, steps=40, content_weight=0,
+    out = S.stylize(content, [a, b], network=net, size=64, steps=40, content_weight=0, chunk=1,
                     masks=[left, 1 - left], init="random")
     cfg = make_config()
     layers = ("relu1_1", "relu2_1")
@@ -114,3 +114,13 @@ def test_mask_errors(net, images):
                   style_blend_weights=(1,))
     with pytest.raises(UserError, match="black"):
         S.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.zeros((48, 64))])
+
+
+@pytest.mark.parametrize("preset", ["gatys", "quality"])
+def test_blend_weights_one_zero_give_the_first_style_alone(net, images, preset):
+    other = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    opts = dict(network=net, preset=preset, size=32, steps=4, initial_steps=4, min_scale=0, chunk=1)
+    alone = S.stylize(images[0], images[1], **opts)
+    blended = S.stylize(images[0], [images[1], other], style_blend_weights=(1, 0), **opts)
+    assert np.array_equal(alone, blended)
+    assert not np.array_equal(alone, S.stylize(images[0], [images[1], other], style_blend_weights=(1, 1), **opts))

@@ -43,6 +43,11 @@ def test_quality_schedule_sizes_and_steps():
     small = multiscale.schedule(64, 48, make_config("quality", size=64))
     assert [(s.width, s.height, s.steps) for s in small] == [(64, 48, 1000)]
     assert multiscale.schedule(64, 48, make_config("gatys", size=64)) == [multiscale.Scale(64, 48, 64, 500)]
+    # A 10:1 panorama: short sides 12.8→13, 18.1→18, 25.6→26, 36.2→36, 51.2→51; the first
+    # is below relu5_1's 16 px and left out, the next one gets the initial steps.
+    pano = multiscale.schedule(400, 40, cfg, min_side=16)
+    assert [(s.width, s.height, s.steps) for s in pano] == [(181, 18, 1000), (256, 26, 500), (362, 36, 500), (512, 51, 500)]
+    assert multiscale.total_steps(cfg, 400, 40, 16) == 2500
 
 
 @pytest.mark.parametrize("kind", ["bicubic", "bilinear"])

@@ -30,7 +30,7 @@ def smooth_style(h=40, w=40, seed=4):
 
 def test_texture_style_loss_falls_and_has_the_asked_size(net):
     seen = []
-    out = T.texture(smooth_style(), size=(40, 24), network=net, steps=20, callback=seen.append)
+    out = T.texture(smooth_style(), size=(40, 24), network=net, steps=20, callback=seen.append, chunk=1)
     assert out.shape == (24, 40, 3) and out.dtype == np.float32
     style = [sum(float(v[0]) for k, v in p.terms.items() if k.startswith("style:")) for p in seen]
     assert style[-1] < 0.2 * style[0], style
@@ -47,7 +47,7 @@ def seams(img):
 
 def test_tileable_texture_has_no_seam(net):
     # Smoothed by TV so that neighbours are alike; its wrap-around is part of --tileable.
-    opts = dict(size=48, network=net, steps=60, seed=3, tv_loss="l2_nine_point", tv_weight=1e3)
+    opts = dict(size=48, network=net, steps=60, seed=3, tv_loss="l2_nine_point", tv_weight=1e3, chunk=1)
     tiled = T.texture(smooth_style(), tileable=True, **opts)
     for wrap, interior in seams(tiled):
         assert wrap <= 1.1 * interior, (wrap, interior)
@@ -92,7 +92,7 @@ def hole_mask(h, w):
 def test_inpaint_changes_only_the_hole(net, tmp_path):
     image = np.asarray(Image.open(write_image(tmp_path / "img.png", 50, 70, 8)))
     mask = hole_mask(50, 70)
-    out = I.inpaint(image, mask, network=net, size=32, steps=10)  # works at 32 px, writes 70×50
+    out = I.inpaint(image, mask, network=net, size=32, steps=10, chunk=1)  # works at 32 px, writes 70×50
     assert out.shape == image.shape and out.dtype == np.uint8
     hole = mask >= 128
     assert np.array_equal(out[~hole], image[~hole])
@@ -124,7 +124,7 @@ def test_pull_push_fills_smoothly_from_the_border():
 def run_cli(args):
     from jaxstyle.cli import main
 
-    return main(args + ["--weights", "random:0", "-q"])
+    return main(args + ["--weights", "random:0", "-q", "--chunk", "1"])
 
 
 def test_cli_texture_tileable(tmp_path):
