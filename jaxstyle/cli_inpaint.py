@@ -24,7 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output image path; written atomically")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_config_options(p, skip=("content_weight", "content_layers", "preserve_color"))
+    # The style is the image itself: nothing to blend, scale or recolour.
+    add_config_options(p, skip=("content_weight", "content_layers", "preserve_color", "style_blend_weights",
+                                "style_scale"))
     p.set_defaults(func=run)
 
 
