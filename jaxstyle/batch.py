@@ -1,25 +1,18 @@
-"""Many style/content pairs: batches through one compiled step, sharded, resumable.
+"""Many style/content pairs: plans, outputs, resume, and the Python API.
 
     for result in jaxstyle.batch.run_batch(["photos/"], ["paintings/"], "out/", size=256):
         print(result.pair, result.status)
     images = jaxstyle.stylize_batch([photo], [style_a, style_b], steps=200)
 
-Pairs are grouped by output shape and step config (a *bucket*: one compile each). No pad
-or crop policy is needed: padding would change the Gram statistics and the content loss,
-so a pair is only ever batched with pairs of exactly its shape. Each bucket runs in
-batches of one size (the last padded with copies whose results are dropped), the batch
-axis sharded over this process's devices. Content features and style statistics are
-computed once per unique image and kept in a bounded cache. With an output folder every
-finished pair is saved atomically and recorded in the results manifest, and a rerun skips
-what is finished (see :mod:`jaxstyle.manifest`).
+:mod:`jaxstyle.batch_plan` makes the job list, :mod:`jaxstyle.batch_engine` runs it
+(buckets, batches, sharding). Here: this process's share of the jobs, which are finished,
+and, with an output folder, every finished pair saved atomically and recorded in the
+results manifest so that a rerun skips it (see :mod:`jaxstyle.manifest`).
 """
 
 from __future__ import annotations
 
-import collections
-import datetime
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,214 +21,11 @@ import numpy as np
 
 from jaxstyle import batch_plan as planning
 from jaxstyle import image as imageio
-from jaxstyle import manifest, memory, sources
+from jaxstyle import manifest, sources
 from jaxstyle import stylize as S
+from jaxstyle.batch_engine import Engine, PairResult
 from jaxstyle.config import make_config
 from jaxstyle.errors import UserError
-
-TARGET_CACHE_BYTES = 1 << 30  # content features and style statistics kept on device
-IMAGE_CACHE_BYTES = 256 << 20  # decoded, resized inputs kept on the host
-
-
-@dataclass
-class PairResult:
-    pair: str  # the pair's id: its output path relative to OUTDIR
-    content: str  # the content image's key (path, tfds:…#i, array:…)
-    styles: tuple[str, ...]
-    status: str  # "ok" or "failed"
-    error: str | None = None
-    losses: dict[str, float] = field(default_factory=dict)  # at the last evaluated step
-    steps: int = 0
-    seconds: float = 0.0  # this pair's share of its batch's wall time
-    output: str | None = None  # the written file, when there is an output folder
-    image: np.ndarray | None = field(default=None, repr=False)  # H×W×3 float32 in [0, 1]
-    index: int = -1  # the job's position in the whole job list
-
-    def record(self, fingerprint: str, process: int) -> dict:
-        return {
-            "pair": self.pair, "content": self.content, "style": list(self.styles),
-            "output": self.pair if self.status == "ok" else None,
-            "status": self.status, "error": self.error, "losses": self.losses, "steps": self.steps,
-            "seconds": round(self.seconds, 3), "fingerprint": fingerprint, "process": process,
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-
-
-def _failed(job: planning.Job, error: Exception | str) -> PairResult:
-    return PairResult(job.pair, job.content.key, tuple(s.key for s in job.styles), "failed",
-                      " ".join(str(error).split()), index=job.index)
-
-
-class _LRU(collections.OrderedDict):
-    """A mapping that forgets its least recently used entries past ``max_bytes``."""
-
-    def __init__(self, max_bytes: int):
-        super().__init__()
-        self.max_bytes, self.used = max_bytes, 0
-
-    @staticmethod
-    def _size(value) -> int:
-        import jax
-
-        return sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(value))
-
-    def get(self, key, default=None):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
-
-    def __setitem__(self, key, value) -> None:
-        size = self._size(value)
-        if size > self.max_bytes:
-            return
-        while self and self.used + size > self.max_bytes:
-            _, old = self.popitem(last=False)
-            self.used -= self._size(old)
-        super().__setitem__(key, value)
-        self.used += size
-
-
-@dataclass
-class _Loaded:
-    job: planning.Job
-    content: np.ndarray
-    styles: list[np.ndarray]
-    init: object  # starting pixels in the pair's pixel space
-
-
-class Engine:
-    """Runs jobs on one network and this process's devices; yields a result per pair.
-
-    ``batch_size``: pairs per device per step (default: automatic, see
-    :func:`batch_plan.auto_per_device`); a step runs ``batch_size`` × devices pairs.
-    A bucket whose batch would not fit in memory fails its pairs with the reason.
-    """
-
-    def __init__(self, network, *, batch_size: int | None = None, mesh=None,
-                 should_stop: Callable[[], bool] | None = None,
-                 on_step: Callable[[int, int, int], None] | None = None):
-        import jax
-
-        self.network, self.batch_size, self.mesh = network, batch_size, mesh
-        self.devices = mesh.size if mesh is not None else 1
-        self.should_stop = should_stop or (lambda: False)
-        self.on_step = on_step or (lambda step, total, pairs: None)
-        self.targets = _LRU(TARGET_CACHE_BYTES)
-        self.images = _LRU(IMAGE_CACHE_BYTES)
-        self.backend = jax.default_backend()
-        self.stopped = False
-
-    def run(self, jobs: Sequence[planning.Job]) -> Iterator[PairResult]:
-        buckets: dict[tuple, list[planning.Job]] = {}
-        sizes: dict[str, tuple[int, int] | UserError] = {}  # a content's header, read once
-        for job in jobs:
-            try:
-                if job.content.key not in sizes:
-                    try:
-                        sizes[job.content.key] = job.content.size()
-                    except UserError as e:
-                        sizes[job.content.key] = e
-                size = sizes[job.content.key]
-                if isinstance(size, UserError):
-                    raise size
-                shape = planning.output_shape(*size, job.cfg.size)
-                S.check_size(shape, job.cfg, "content")
-                blend = job.cfg.style_blend_weights
-                if blend is not None and len(blend) != len(job.styles):
-                    raise UserError(f"--style-blend-weights has {len(blend)} values for {len(job.styles)} styles")
-            except UserError as e:
-                yield _failed(job, e)
-                continue
-            buckets.setdefault((planning.step_config(job.cfg), shape), []).append(job)
-        for (cfg, shape), members in buckets.items():
-            free, _ = memory.free_bytes()
-            shared = self.backend == "cpu"  # CPU devices share the host RAM
-            per_device = self.batch_size or planning.auto_per_device(
-                cfg, shape, self.devices, self.backend, free, shared)
-            try:  # a batch that cannot fit fails its pairs with what to change, not the run
-                memory.check_fits(cfg, shape, per_device, free // self.devices if shared else free)
-            except UserError as e:
-                for job in members:
-                    yield _failed(job, e)
-                continue
-            size = planning.bucket_size(len(members), per_device, self.devices)
-            queue = collections.deque(members)
-            while queue:
-                batch: list[_Loaded] = []
-                while queue and len(batch) < size:
-                    job = queue.popleft()
-                    try:
-                        batch.append(self._load(job, shape))
-                    except UserError as e:
-                        yield _failed(job, e)
-                if batch:
-                    results = self._solve(batch, size, cfg)
-                    if results is None:
-                        self.stopped = True
-                        return
-                    yield from results
-                if self.should_stop():
-                    self.stopped = True
-                    return
-
-    def _image(self, item: sources.Item, size: int) -> np.ndarray:
-        key = (item.key, size)
-        image = self.images.get(key)
-        if image is None:
-            # As stylize.load_inputs: long side resized (PIL bilinear), then [0, 1] floats.
-            image = imageio.to_float(imageio.resize_long_side(item.load(), size))
-            self.images[key] = image
-        return image
-
-    def _load(self, job: planning.Job, shape: tuple[int, int]) -> _Loaded:
-        cfg = job.cfg
-        content = self._image(job.content, cfg.size)
-        if content.shape[:2] != shape:
-            raise UserError(f"{job.content.key}: decoded as {content.shape[1]}×{content.shape[0]}, "
-                            f"its header said {shape[1]}×{shape[0]}; re-export the image")
-        style_size = max(1, round(cfg.size * cfg.style_scale))
-        styles = [self._image(s, style_size) for s in job.styles]
-        for s in styles:
-            S.check_size(s.shape, cfg, "style")
-        start = None
-        if cfg.init not in ("content", "random"):
-            start = imageio.to_float(imageio.resize_to(imageio.load_image(cfg.init), *shape))
-        return _Loaded(job, content, styles, S.initial_image(content, cfg, start))
-
-    def _solve(self, batch: list[_Loaded], size: int, cfg) -> list[PairResult] | None:
-        import jax.numpy as jnp
-
-        padded = batch + [batch[-1]] * (size - len(batch))
-        keys = ([e.job.content.key for e in padded], [[s.key for s in e.job.styles] for e in padded])
-        t0 = time.perf_counter()
-        problem = S.prepare_batch(
-            self.network, [e.content for e in padded], [e.styles for e in padded], cfg,
-            inits=jnp.stack([e.init for e in padded]), keys=keys, cache=self.targets,
-        )
-        bad: dict[int, str] = {}
-        last = None
-        for progress in S.iterate_batch(problem, mesh=self.mesh):
-            last = progress
-            for name, values in progress.terms.items():
-                for i in np.flatnonzero(~np.isfinite(values)):
-                    bad.setdefault(int(i), f"the {name} loss became {float(values[i])} at step {progress.step - 1}; "
-                                           "lower --lr or the loss weights, or use --optimizer adam")
-            self.on_step(progress.step, progress.total, len(batch))
-            if self.should_stop():
-                return None
-        images = S.final_images(problem, last.state)
-        seconds = (time.perf_counter() - t0) / len(batch)
-        out = []
-        for i, e in enumerate(batch):
-            if i in bad:
-                out.append(_failed(e.job, bad[i]))
-                continue
-            losses = {k: float(v[i]) for k, v in last.terms.items()}
-            out.append(PairResult(e.job.pair, e.job.content.key, tuple(s.key for s in e.job.styles), "ok",
-                                  losses=losses, steps=cfg.steps, seconds=seconds, image=images[i], index=e.job.index))
-        return out
-
 
 # ------------------------------------------------------------------------------ plans
 

@@ -93,7 +93,6 @@ def make_jobs(rows: Sequence[PairRow], *, preset: str, overrides: dict, ext: str
     for i, r in enumerate(rows):
         try:
             cfg = make_config(preset, **{**overrides, **r.options})
-            check_supported(cfg)
         except (UserError, TypeError) as e:
             raise UserError(f"{r.where}: {e}" if r.where else str(e)) from None
         if r.output:
@@ -109,18 +108,6 @@ def make_jobs(rows: Sequence[PairRow], *, preset: str, overrides: dict, ext: str
         taken.add(name)
         jobs.append(Job(i, name, r.content, r.styles, cfg, dict(r.options)))
     return jobs
-
-
-# Config fields of single-image features the batch path does not run: refused, never
-# silently dropped (getattr: not every version of Config has them).
-UNSUPPORTED = {"min_scale": "multi-scale (--min-scale)", "preserve_color": "--preserve-color"}
-
-
-def check_supported(cfg: Config) -> None:
-    for name, what in UNSUPPORTED.items():
-        if getattr(cfg, name, None):  # min_scale 0 and preserve_color None mean off
-            raise UserError(f"{what} (preset {cfg.preset}) is not available in jaxstyle batch yet; "
-                            "run those pairs with jaxstyle stylize")
 
 
 def share(jobs: Sequence[Job], index: int, count: int) -> list[Job]:
@@ -194,6 +181,6 @@ def auto_per_device(cfg: Config, shape: tuple[int, int], devices: int, backend: 
 
 
 __all__ = [
-    "Job", "PAIRINGS", "auto_per_device", "bucket_size", "check_supported", "fingerprint", "make_jobs",
+    "Job", "PAIRINGS", "auto_per_device", "bucket_size", "fingerprint", "make_jobs",
     "output_shape", "pair_up", "share", "step_config",
 ]

@@ -494,7 +494,12 @@ _init_batch_states_jit = jax.jit(_init_batch_states, static_argnums=(1, 2))
 
 
 def iterate_batch(
-    problem: Problem, *, mesh: jax.sharding.Mesh | None = None, chunk: int | None = None
+    problem: Problem,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    chunk: int | None = None,
+    steps: int | None = None,
+    state: StepState | None = None,
 ) -> Iterator[Progress]:
     """:func:`iterate` for :func:`prepare_batch` problems.
 
@@ -502,9 +507,12 @@ def iterate_batch(
     multiple of its size) and the network and shared targets are replicated; each device
     runs its own pairs, so the results equal those on one device. A non-finite loss is not
     raised: it shows in ``Progress.terms`` for its pair alone, and the others go on.
-    With ``steps=0`` one Progress at step 0 carries the initial state.
+    ``steps`` and ``state`` (batched, e.g. carried over from a coarser scale) override
+    ``cfg.steps`` and the fresh initial state. With 0 steps one Progress at step 0 carries
+    the initial state.
     """
     cfg = problem.cfg
+    total = cfg.steps if steps is None else steps
     graphdef, params = nnx.split(problem.network)
     targets, init, sharding = problem.targets, problem.init, None
     if mesh is not None and mesh.size > 1:
@@ -515,18 +523,22 @@ def iterate_batch(
         params = jax.device_put(params, replicated)
         targets = {k: jax.device_put(v, replicated if k in problem.shared else sharding) for k, v in targets.items()}
         init = jax.device_put(init, sharding)
+        state = None if state is None else jax.device_put(state, sharding)
     chunk = chunk or default_chunk(cfg)
     unroll = jax.default_backend() == "cpu"
-    state = _init_batch_states_jit(init, cfg, sharding)
-    if cfg.steps == 0:
+    key = compiled_config(cfg)  # run-only fields (steps, seed, size…) do not recompile
+    state = _init_batch_states_jit(init, key, sharding) if state is None else state
+    if total == 0:
         yield Progress(0, 0, {}, 0.0, 0.0, state, problem)
         return
     done, spent, compile_s = 0, 0.0, 0.0
-    while done < cfg.steps:
-        n = min(chunk, cfg.steps - done)
+    while done < total:
+        # The same chunking as iterate (a first step alone, then whole chunks, a remainder
+        # one step at a time), so a batched pair takes the steps a single run takes.
+        n = chunk if done > 0 and total - done >= chunk else 1
         t0 = time.perf_counter()
         state, terms = _run_batch_chunk_jit(
-            graphdef, cfg, n, unroll, problem.shared, sharding, params, targets, state
+            graphdef, key, n, unroll, problem.shared, sharding, params, targets, state
         )
         terms = jax.tree.map(lambda a: np.asarray(a[-1]), terms)
         elapsed = time.perf_counter() - t0
@@ -535,7 +547,7 @@ def iterate_batch(
         else:
             spent += elapsed
         done += n
-        yield Progress(done, cfg.steps, terms, spent, compile_s, state, problem)
+        yield Progress(done, total, terms, spent, compile_s, state, problem)
 
 
 class _CallableModule(types.ModuleType):

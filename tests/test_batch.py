@@ -14,7 +14,7 @@ import pytest
 from conftest import TINY_WIDTHS, write_image
 from PIL import Image
 
-from jaxstyle import batch, batch_plan, cli, manifest, sources
+from jaxstyle import batch, batch_plan, cli, manifest, memory, sources
 from jaxstyle import stylize as S
 from jaxstyle.config import make_config
 from jaxstyle.image import load_image
@@ -91,6 +91,28 @@ def test_per_pair_options_from_manifest_equal_single_runs(net, folders, tmp_path
         assert np.abs(r.image - single).max() <= 1e-5, r.pair
     # The two seeds give different starts, so different images: the init really is per pair.
     assert np.abs(results[0].image - results[1].image).max() > 0.05
+
+
+def test_coarse_to_fine_and_colour_preservation_equal_single_runs(net, folders, tmp_path):
+    c, s = folders
+    fine = {"min_scale": 16, "initial_steps": 3, "optimizer": "adam", "ema_decay": 0.9}  # 16 → 23 → 32 px
+    rows = [
+        {"content": str(c / "a.png"), "style": str(s / "x.png"), **fine},
+        {"content": str(c / "c.jpg"), "style": str(s / "y.png"), **fine},  # same shapes: one batch of 2
+        {"content": str(c / "b.png"), "style": str(s / "x.png"), "preserve_color": "luminance"},
+        {"content": str(c / "b.png"), "style": str(s / "y.png"), "preserve_color": "histogram", **fine},
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    results = sorted(batch.run_batch(pairs=str(pairs), network=net, batch_size=2, **OPTS), key=lambda r: r.index)
+    assert [r.status for r in results] == ["ok"] * 4
+    assert results[0].steps == 3 + 4 + 4
+    for r, row in zip(results, rows):
+        opts = {k: v for k, v in row.items() if k not in ("content", "style")}
+        single = S.stylize(r.content, list(r.styles), network=net, **OPTS, **opts)
+        assert r.image.shape == single.shape
+        assert np.abs(r.image - single).max() <= 1e-5, r.pair
+    assert results[2].image.std(axis=2).max() > 0.01  # luminance mode keeps the colours
 
 
 def test_stylize_batch_api_returns_images_in_pair_order(net, folders):
@@ -254,7 +276,7 @@ def test_auto_batch_size_counts_the_lbfgs_history():
 
 def test_a_batch_that_cannot_fit_fails_its_pairs_with_the_reason(net, folders, monkeypatch):
     c, s = folders
-    monkeypatch.setattr(batch.memory, "free_bytes", lambda: (1 << 20, "a tiny device"))
+    monkeypatch.setattr(memory, "free_bytes", lambda: (1 << 20, "a tiny device"))
     results = list(batch.run_batch(str(c / "a.png"), str(s / "x.png"), network=net, **OPTS))
     assert [r.status for r in results] == ["failed"] and "needs about" in results[0].error
 
