@@ -141,9 +141,9 @@ def bucket_size(pending: int, per_device: int, devices: int) -> int:
 
     k, the pairs each device runs at once, splits the bucket as evenly as possible into
     batches of at most ``per_device`` and does NOT depend on the device count: a pair's
-    numbers depend on the batch its device computes (XLA picks other kernels for a batch
-    of 1 than for more), so this is what makes a job give the same images on 1 or N
-    devices. The last batch is padded with copies, their results dropped.
+    numbers depend on the batch size its device computes (XLA picks other kernels for a
+    batch of 1 than for more), so with k fixed, spreading the job over more devices changes
+    no number. The last batch is padded with copies, their results dropped.
     """
     batches = math.ceil(pending / per_device)
     return math.ceil(pending / batches) * devices
