@@ -151,8 +151,9 @@ def bucket_size(pending: int, per_device: int, devices: int) -> int:
 
 # ------------------------------------------------------------------------ batch size
 
-# Pairs per device at most. On CPU, 2 pairs beat 1 (one call runs both: +30-45 % at 128
-# and 256 px) but 4 and 8 do not beat 2 (bench/batch_throughput.py; README "Batch generation").
+# Pairs per device at most. On CPU a batch buys no speed (bench/batch_throughput.py: 1, 2
+# and 4 pairs within 5 % at 128 and 256 px, 8 pairs 17 % slower at 256 px), so a small
+# batch keeps the memory low; accelerators gain from filling the device.
 MAX_PER_DEVICE = {"cpu": 2}
 DEFAULT_MAX_PER_DEVICE = 32
 BUDGET = 0.8  # of the free memory; memory.estimate already adds its own margin
