@@ -46,7 +46,7 @@ def _jsonable(x):
 
 
 def _fmt_ms(s: dict) -> str:
-    return f"{s['median'] * 1e3:,.1f} [{s['q1'] * 1e3:,.1f}–{s['q3'] * 1e3:,.1f}]"
+    return f"{s['median'] * 1e3:,.1f} [{s['q1'] * 1e3:,.1f}–{s['q3'] * 1e3:,.1f}] {s['min'] * 1e3:,.1f}"
 
 
 def markdown(out: dict) -> str:
@@ -61,8 +61,8 @@ def markdown(out: dict) -> str:
         "**Matmul peak (measured):** "
         + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in (out["matmul_peak_flops"] or {}).items()) + ".",
         "",
-        "| size | B | opt | prec | framework | ms/iter median [q1–q3] | CPU s/iter | compile s | mem MB | img·it/s | GFLOP/iter | GFLOP/s | % peak | jaxstyle ÷ this (paired) |",
-        "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | B | opt | prec | framework | ms/iter median [q1–q3] min | CPU s/iter | compile s | mem MB | img·it/s | GFLOP/iter | GFLOP/s | % peak | others' CPU % | jaxstyle ÷ this (paired) |",
+        "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in out["rows"]:
         head = f"| {r['size']} | {r['batch']} | {r['optimizer']} | {r['precision']} | {r['framework']} |"
@@ -71,7 +71,7 @@ def markdown(out: dict) -> str:
             if r["status"] == "disagree" and r.get("agreement"):
                 a = r["agreement"]
                 why = f"error {a['worst_rel_err']:.1e} at {a['where']} over its limit"
-            lines.append(head + f" **{r['status']}** {why} |" + " |" * 8)
+            lines.append(head + f" **{r['status']}** {why} |" + " |" * 9)
             continue
         mem = r["device_peak_mb"] if r.get("device_peak_mb") else r["rss_growth_mb"]
         ratio = ""
@@ -79,16 +79,18 @@ def markdown(out: dict) -> str:
             ratio = f"{r['jax_over_this']:.2f} ({r['jax_over_this_paired']:.2f})"
         lines.append(
             head + f" {_fmt_ms(r['step_s'])} | {r['cpu_s']['median']:.3f} | {r['compile_s']:.1f} | {mem:,.0f} | "
-            f"{r['img_it_per_s']:.2f} | {r['gflop_per_iter']:.1f} | {r['gflops']:,.0f} | {100 * r['frac_peak']:.0f} | {ratio} |"
+            f"{r['img_it_per_s']:.2f} | {r['gflop_per_iter']:.1f} | {r['gflops']:,.0f} | {100 * r['frac_peak']:.0f} | "
+            f"{_others(r)} | {ratio} |"
         )
     lines += [
         "",
-        "ms/iter: wall time per iteration, median over the timed rounds (quartiles in brackets); rounds of "
+        "ms/iter: wall time per iteration, median over the timed rounds (quartiles in brackets, then the fastest round); rounds of "
         "the frameworks alternate. CPU s/iter: process CPU time per iteration (all threads), which a busy "
         "machine disturbs less than wall time. mem: peak RSS growth of the framework's own process over its "
         "state before the problem was built (GPU: device peak). GFLOP/iter: analytic count (bench/flops.py) × B. "
         "jaxstyle ÷ this: ratio of median times (below 1: jaxstyle is faster), in brackets the median of the "
-        "per-round ratios.",
+        "per-round ratios. others' CPU %: the median share of all cores that other processes on the machine used "
+        "during this framework's timed rounds (a shared machine; 0 is a quiet one).",
     ]
     checks = [r for r in out["rows"] if r.get("agreement")]
     if checks:
@@ -130,6 +132,11 @@ def compact(out: dict) -> str:
     return "\n".join(lines) + "\n(vs: jaxstyle time ÷ the other's; below 1 means jaxstyle is faster)\n"
 
 
+def _others(r: dict) -> str:
+    shares = [x for x in r.get("others_cpu_share") or [] if x is not None]
+    return f"{100 * float(np.median(shares)):.0f}" if shares else "–"
+
+
 def _device_names(out: dict) -> str:
     return ", ".join(sorted({r["device"] for r in out["rows"] if r.get("device")}))
 
@@ -162,10 +169,13 @@ def render_plot(out: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
     ax1.set_yscale("log")
-    peak = max((out["matmul_peak_flops"] or {"x": 0}).values()) / 1e9
-    if peak:
-        ax2.axhline(peak, color="grey", linewidth=0.8)
-        ax2.text(ax2.get_xlim()[0], peak, " measured matmul peak", va="bottom", fontsize=8, color="grey")
+    peaks = out["matmul_peak_flops"] or {}
+    for prec in sorted({r["precision"] for r in rows}):
+        best = max((v for k, v in peaks.items() if k.endswith(f"-{prec}")), default=0) / 1e9
+        if best:
+            ax2.axhline(best, color="grey", linewidth=0.8, linestyle="--" if prec == "bf16" else "-")
+            ax2.text(ax2.get_xlim()[0], best, f" measured {prec} peak (matmul/conv)", va="bottom", fontsize=8,
+                     color="grey")
     ax1.legend(fontsize=7)
     m = out["machine"]
     fig.suptitle(f"jaxstyle vs PyTorch, VGG19 Gatys step — {m['cpu']} ({m['cores']} cores), {m['device']}", fontsize=10)

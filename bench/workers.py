@@ -75,8 +75,10 @@ def _peaks(spec: dict) -> dict:
 
         jax.config.update("jax_platforms", "cpu")
     out, n = {}, 8192 if spec["device"] == "gpu" else 2048
+    gpu = spec["device"] == "gpu"
     for precision in spec["precisions"]:
-        out[f"jax-{precision}"] = flops.jax_matmul_peak(precision, n)
+        out[f"jax-{precision}"] = flops.jax_matmul_peak(precision, n, repeats=10)
+        out[f"jax-conv-{precision}"] = flops.jax_conv_peak(precision, 128 if gpu else 64, 512 if gpu else 256, repeats=10)
         import torch
 
         torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
