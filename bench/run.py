@@ -22,8 +22,12 @@ peak; the jaxstyle / torch ratio both as a ratio of medians and as the median of
 ratios; and for bf16 the loss ratio and PSNR of its result against the fp32 run's.
 Results: ``bench/results/<device>-latest.{json,md,png}`` and a timestamped JSON.
 
-Last result (2-core AMD EPYC, family 26, no GPU; jax 0.10.2, torch 2.13.0; shared machine):
-see ``bench/results/cpu-latest.md`` and the README's "Benchmarks" section.
+Last result (``python -m bench.run --wait-quiet 30``, 2026-11-27; 2-core AMD EPYC, Zen 5 /
+family 26, no GPU; jax 0.10.2, torch 2.13.0+cpu; random:0 weights; others used ~1 % of the
+CPUs): ms per iteration jaxstyle / PyTorch eager / torch.compile — 128² Adam 82 / 85 / 95,
+256² Adam 272 / 323 / 322 (jaxstyle ÷ eager 0.84), 256² L-BFGS 290 / 343, 512² Adam
+1,059 / 1,641 / 1,264 (0.65), 512² L-BFGS 1,147 / 1,607; bf16 256² Adam 270 / 162 (PyTorch
+uses AVX512-BF16, XLA:CPU does not). Full table: ``bench/results/cpu-latest.md``.
 """
 
 from __future__ import annotations

@@ -123,7 +123,9 @@ class _JaxRunner:
             jax.config.update("jax_platforms", "cpu")
         # Matmul/conv precision for f32: "highest" is strict fp32, "tensorfloat32" is TF32
         # (JAX's own default on Ampere/Hopper GPUs); irrelevant on CPU, which has no TF32.
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if spec["precision"] == "tf32" else "highest")
+        # bf16 runs: the convs and Grams take bf16 operands, which these settings do not change.
+        precision = {"tf32": "tensorfloat32", "bf16": "default"}.get(spec["precision"], "highest")
+        jax.config.update("jax_default_matmul_precision", precision)
         from flax import nnx
 
         from jaxstyle.weights import load_vgg

@@ -28,6 +28,11 @@ from jaxstyle.weights import WeightsInfo, load_vgg, save_weights  # noqa: E402
 
 S = importlib.import_module("jaxstyle.stylize")
 
+# Blocks 1–3 of the full-width VGG19 (content relu3_2, style relu1_1…relu3_1): every kind of
+# layer the benchmark's network has (conv, ReLU, max pooling, Gram and content losses) at a
+# fraction of its compile time.
+LAYERS = dict(content_layers=("relu3_2",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
+
 
 @pytest.fixture(scope="module")
 def weights_path(tmp_path_factory):
@@ -35,7 +40,7 @@ def weights_path(tmp_path_factory):
 
     The full width, not TINY_WIDTHS: with 4–8 channels a few steps of Adam are chaotic
     enough (sign flips of near-zero gradients) that float32 rounding alone moves the
-    terms by 1e-2 after 5 steps; the full network at 32×40 px agrees to ~1e-5.
+    terms by 1e-2 after 5 steps; full width agrees to ~1e-5.
     """
     rng = np.random.default_rng(3)
     arrays = {}
@@ -76,7 +81,7 @@ def torch_trace(path, cfg, content, style, n):
 @pytest.mark.parametrize("optimizer,remat", [("adam", "none"), ("lbfgs", "none"), ("adam", "blocks")])
 def test_baseline_and_jaxstyle_agree(weights_path, optimizer, remat):
     n, rtol = CHECK[optimizer]
-    cfg = make_config("gatys", optimizer=optimizer, steps=n + 1, remat=remat)
+    cfg = make_config("gatys", optimizer=optimizer, steps=n + 1, remat=remat, **LAYERS)
     content, style = pictures()
     ours = jax_trace(weights_path, cfg, content, style, n + 1)
     theirs = torch_trace(weights_path, cfg, content, style, n + 1)
@@ -88,10 +93,10 @@ def test_baseline_and_jaxstyle_agree(weights_path, optimizer, remat):
 
 def test_agreement_check_refuses_a_different_recipe(weights_path):
     # The gate must fail when the baseline runs something else (here: style weight ×1.01).
-    cfg = make_config("gatys", optimizer="adam", steps=2)
+    cfg = make_config("gatys", optimizer="adam", steps=2, **LAYERS)
     content, style = pictures()
     ours = jax_trace(weights_path, cfg, content, style, 1)
-    theirs = torch_trace(weights_path, make_config("gatys", optimizer="adam", style_weight=1010.0), content, style, 1)
+    theirs = torch_trace(weights_path, make_config("gatys", optimizer="adam", style_weight=1010.0, **LAYERS), content, style, 1)
     assert not agreement(ours, theirs, [0], 1e-3)["ok"]
 
 
