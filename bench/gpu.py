@@ -17,6 +17,10 @@ Targets (issue 4): 512², one image: ≤ 2 ms/iteration TF32, ≤ 1 ms bf16, ≥
 PyTorch eager and ≥ 1.2× than torch.compile; 256² batched ≥ 3× PyTorch's loop. Floors from
 ``research/perf.md``: 397 GFLOP per 512² iteration, 0.8 ms TF32 / 0.4 ms bf16 on an H100.
 
+Rolled or unrolled chunks on the GPU: jaxstyle runs 10 steps per call as a rolled
+``lax.scan`` there (``stylize.default_chunk``); ``python3 -m bench.run --device gpu --cases
+512:1:adam:tf32 --frameworks jax --chunk 10 --jax-unroll yes`` (and ``no``) compares the two.
+
 Last result: none yet — no session with a GPU has run it. A session that is lent one
 records the card and the numbers here and in the README.
 """

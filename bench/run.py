@@ -75,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="cores for each framework (0: all)")
     p.add_argument("--weights", default=None, help="weights .safetensors (default: cached pretrained, else random:0)")
     p.add_argument("--remat", default=None, help="jaxstyle remat policy for every case")
+    p.add_argument("--jax-unroll", choices=("auto", "yes", "no"), default="auto",
+                   help="jaxstyle's chunk as straight-line steps or a rolled lax.scan (auto: as stylize.iterate, "
+                        "unrolled on CPU only)")
     p.add_argument("--case-timeout", type=float, default=600, help="seconds per case before its workers are killed")
     p.add_argument("--budget", type=float, default=0, help="skip cases once this many seconds have passed (0: none)")
     p.add_argument("--wait-quiet", type=float, default=0,
@@ -262,7 +265,7 @@ def run_case(case: dict, common: dict, args, peaks: dict) -> tuple[list[dict], d
     size, batch, opt, prec = case["size"], case["batch"], case["optimizer"], case["precision"]
     content, style, _ = images(size)
     base = dict(common, size=size, batch=batch, optimizer=opt, precision=prec, content=content, style=style,
-                chunk=case["chunk"], remat=args.remat)
+                chunk=case["chunk"], remat=args.remat, unroll=args.jax_unroll)
     specs = [dict(base, framework="jax", mode="batched")]
     for fw in case["frameworks"]:
         if fw == "jax":

@@ -142,7 +142,8 @@ class _JaxRunner:
         self.problem = problem
         self.graphdef, self.params = nnx.split(network)
         self.chunk = spec["chunk"]
-        self.unroll = jax.default_backend() == "cpu"
+        unroll = spec.get("unroll", "auto")
+        self.unroll = jax.default_backend() == "cpu" if unroll == "auto" else unroll == "yes"
         self.state = self.S._init_states_jit(problem.init, self.cfg)
         jax.block_until_ready(self.state)
         self.setup_s = time.perf_counter() - t0
