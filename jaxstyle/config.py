@@ -85,8 +85,8 @@ class Config:
     # execution, not recipe
     precision: str = "fp32"
     chunk: int = 0  # steps per compiled call; 0 = automatic
-    # "blocks": recompute each VGG block's activations in the backward pass (jax.checkpoint):
-    # less memory for large images, more time per step (see jaxstyle.memory)
+    # "blocks": recompute each VGG block's activations in the backward pass (jax.checkpoint),
+    # for large images on accelerators; on XLA:CPU it saved no memory (see jaxstyle.memory)
     remat: str = "none"
 
     @property
