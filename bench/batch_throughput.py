@@ -48,7 +48,7 @@ DATA = ROOT.parent / "shared" / "data"
 
 def square_images(folder: Path, names: list[str], seed: int) -> list[np.ndarray]:
     """Centre-cropped square uint8 images from ``folder``, or smooth random ones if absent."""
-    from jaxstyle.image import load_image
+    from jaxstyle.io.image import load_image
 
     out = []
     for i, name in enumerate(names):
@@ -99,7 +99,7 @@ def with_rates(d: dict, work: int) -> dict:
 
 
 def run_engine(network, jobs, batch_size: int, mesh) -> None:
-    from jaxstyle import batch
+    from jaxstyle.api import batch
 
     results = list(batch.Engine(network, batch_size=batch_size, mesh=mesh).run(jobs))
     assert all(r.status == "ok" for r in results), [r.error for r in results if r.status != "ok"]
@@ -110,12 +110,13 @@ def bench_size(size: int, steps: int, batch_sizes: list[int], contents, styles, 
 
     import jaxstyle
     from bench import torch_ref
-    from jaxstyle import batch
-    from jaxstyle import stylize as S
-    from jaxstyle.weights import load_vgg
+    from jaxstyle.io import image as imageio
+    from jaxstyle.api import batch, transfer
+    from jaxstyle.engine import loop
+    from jaxstyle.model.weights import load_vgg
 
     network, _ = load_vgg(weights_path)
-    mesh = S.batch_mesh()
+    mesh = loop.batch_mesh()
     opts = dict(size=size, steps=steps)
     jobs = batch.make_jobs(contents, styles, **opts)
     pairs = len(jobs)
@@ -123,9 +124,10 @@ def bench_size(size: int, steps: int, batch_sizes: list[int], contents, styles, 
 
     # The two frameworks agree on the first pair's step-0 loss before anything is timed.
     cfg = jobs[0].cfg
-    content = jaxstyle.image.to_float(jaxstyle.image.resize_long_side(jobs[0].content.load(), size))
-    style = jaxstyle.image.to_float(jaxstyle.image.resize_long_side(jobs[0].styles[0].load(), size))
-    jax_terms = next(iter(S.iterate(S.prepare(network, content, [style], jaxstyle.make_config(size=size, steps=1))))).terms
+    content = imageio.to_float(imageio.resize_long_side(jobs[0].content.load(), size))
+    style = imageio.to_float(imageio.resize_long_side(jobs[0].styles[0].load(), size))
+    one = transfer.problem(network, content, [style], jaxstyle.make_config(size=size, steps=1))
+    jax_terms = next(iter(loop.iterate(one, steps=1))).terms
     tw, _ = torch_ref.load_weights(weights_path)
     tnet = torch_ref.TorchVGG(tw)
     objective = torch_ref.Objective(tnet, cfg, content, [style])
@@ -170,7 +172,7 @@ def torch_loop(weights_path: str, size: int, steps: int, inputs, cfg_fields: dic
 
     from bench import torch_ref
     from jaxstyle.config import Config
-    from jaxstyle.image import resize_long_side, to_float
+    from jaxstyle.io.image import resize_long_side, to_float
 
     torch.set_flush_denormal(True)
     # torch's own thread count: calling torch.set_num_threads(2) here made its steps ~15×
@@ -232,8 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "batch_throughput"))
     args = parser.parse_args(argv)
 
-    from jaxstyle.vgg import build_vgg, conv_specs
-    from jaxstyle.weights import WeightsInfo, save_weights
+    from jaxstyle.model.vgg import build_vgg, conv_specs
+    from jaxstyle.model.weights import WeightsInfo, save_weights
 
     contents = square_images(DATA / "content", ["chelsea.jpg", "coffee.jpg"], 0)
     styles = square_images(DATA / "styles", ["starry_night.jpg", "great_wave.jpg", "the_scream.jpg",

@@ -32,11 +32,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The command line itself, with the first yield of stylize.iterate timestamped.
+# The command line itself, with the first yield of the engine's loop timestamped.
 CHILD = r"""
-import importlib, json, sys, time
+import json, sys, time
 t_launch = float(sys.argv[1])
-S = importlib.import_module("jaxstyle.stylize")
+from jaxstyle.engine import loop as S
 iterate = S.iterate
 def timed(*args, **kwargs):
     for i, progress in enumerate(iterate(*args, **kwargs)):
@@ -44,7 +44,7 @@ def timed(*args, **kwargs):
             print("FIRST " + json.dumps({"first_iteration_s": time.time() - t_launch}), file=sys.stderr, flush=True)
         yield progress
 S.iterate = timed
-from jaxstyle import cli
+from jaxstyle.cli import main as cli
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from bench.run import images, weights_file
-    from jaxstyle import image as imageio
+    from jaxstyle.io import image as imageio
 
     steps = args.steps
     with tempfile.TemporaryDirectory(prefix="jaxstyle-cache-bench-") as tmp:

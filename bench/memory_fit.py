@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
 import json, resource, sys, numpy as np
-from jaxstyle import stylize, memory
+from jaxstyle import stylize
+from jaxstyle.plan import memory
 from jaxstyle.config import make_config
 size, opt, prec = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 def rss():
@@ -39,7 +40,7 @@ def rss():
 before = rss()
 rng = np.random.default_rng(0)
 content = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
-est = memory.estimate(make_config("gatys", optimizer=opt, precision=prec), (size, size)).total
+est = memory.estimate(make_config("gatys", optimizer=opt, precision=prec).recipe, (size, size)).total
 stylize(content, content, weights="random:0", size=size, steps=1, optimizer=opt, precision=prec)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"size": size, "optimizer": opt, "precision": prec, "peak_growth": peak - before, "estimate": est}))
@@ -47,7 +48,7 @@ print(json.dumps({"size": size, "optimizer": opt, "precision": prec, "peak_growt
 
 
 def table() -> list[dict]:
-    from jaxstyle import memory
+    from jaxstyle.plan import memory
     from jaxstyle.config import make_config
 
     free, where = memory.free_bytes()
@@ -56,8 +57,8 @@ def table() -> list[dict]:
         for prec in ("fp32", "bf16"):
             for remat in ("none", "blocks"):
                 cfg = make_config("gatys", optimizer=opt, precision=prec, remat=remat, lbfgs_history=history)
-                side = memory.largest_square(cfg, free)
-                per_px = (memory.estimate(cfg, (2048, 2048)).total - memory.estimate(cfg, (1024, 1024)).total) / (
+                side = memory.largest_square(cfg.recipe, free)
+                per_px = (memory.estimate(cfg.recipe, (2048, 2048)).total - memory.estimate(cfg.recipe, (1024, 1024)).total) / (
                     2048**2 - 1024**2)
                 rows.append({"optimizer": opt if opt == "adam" else f"lbfgs (history {history})", "precision": prec,
                              "remat": remat, "largest_square": side, "bytes_per_px": round(per_px)})

@@ -92,7 +92,7 @@ def parse_args(argv=None):
 
 def images(size: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Content (size×size) and style (long side = size) as float32 RGB [0,1]."""
-    from jaxstyle import image as imageio
+    from jaxstyle.io import image as imageio
 
     content, style = DATA / "content" / "astronaut.jpg", DATA / "styles" / "starry_night.jpg"
     if content.exists() and style.exists():
@@ -108,7 +108,7 @@ def images(size: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 def weights_file(spec: str | None, tmp: Path) -> tuple[str, str]:
     """A safetensors path both frameworks read, and what it holds."""
-    from jaxstyle import weights
+    from jaxstyle.model import weights
 
     if spec and not spec.startswith("random:"):
         return spec, Path(spec).name
@@ -116,7 +116,7 @@ def weights_file(spec: str | None, tmp: Path) -> tuple[str, str]:
     if spec is None and cached.exists():
         return str(cached), "pretrained torchvision VGG19"
     seed = int(spec.split(":", 1)[1]) if spec else 0
-    from jaxstyle.vgg import build_vgg, conv_specs
+    from jaxstyle.model.vgg import build_vgg, conv_specs
 
     net = build_vgg("vgg19", seed=seed)
     arrays = {}
@@ -132,12 +132,11 @@ def weights_file(spec: str | None, tmp: Path) -> tuple[str, str]:
 def default_chunk(device: str) -> int:
     import jax
 
-    from jaxstyle.config import make_config
-    from jaxstyle.stylize import default_chunk as chunk
+    from jaxstyle.engine.loop import default_chunk as chunk
 
     if device == "cpu":
         jax.config.update("jax_platforms", "cpu")
-    return chunk(make_config("gatys"))
+    return chunk()
 
 
 # ----------------------------------------------------------------------------- workers

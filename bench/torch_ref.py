@@ -117,6 +117,20 @@ def gram(f: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / (h * w * (c if norm == "chw" else 1))
 
 
+class _Flat:
+    """A jaxstyle Config read by flat option names (its recipe, then its run settings), as
+    this reference is written against the README's formulas."""
+
+    def __init__(self, cfg):
+        self._parts = (cfg.recipe, cfg.run, cfg) if hasattr(cfg, "recipe") else (cfg,)
+
+    def __getattr__(self, name):
+        for part in self._parts:
+            if hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(name)
+
+
 def _per_image_mean_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).square().flatten(1).mean(1)
 
@@ -125,6 +139,7 @@ class Objective(torch.nn.Module):
     """Per-image weighted loss terms of a Config, for a (B, 3, H, W) image batch."""
 
     def __init__(self, net: TorchVGG, cfg, content_rgb01: np.ndarray, styles_rgb01: Sequence[np.ndarray]):
+        cfg = _Flat(cfg)
         super().__init__()
         if cfg.style_loss != "gram" or cfg.padding != "zeros" or cfg.ema_decay is not None or cfg.clamp:
             raise ValueError("the PyTorch baseline covers Gram style loss, zero padding, no EMA, no clamp")
@@ -177,6 +192,7 @@ def nchw(hwc: np.ndarray, device="cpu") -> torch.Tensor:
 
 
 def make_optimizer(params: list[torch.Tensor], cfg):
+    cfg = _Flat(cfg)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.learning_rate, betas=(cfg.adam_b1, cfg.adam_b2), eps=cfg.adam_eps)
     if cfg.optimizer == "lbfgs":
@@ -201,6 +217,7 @@ class Run:
     """
 
     def __init__(self, objective: Objective, init_pixels: np.ndarray, cfg, *, compiled: bool = False, bf16: bool = False):
+        cfg = _Flat(cfg)
         self.objective, self.cfg = objective, cfg
         self.image = nchw(init_pixels, objective.device).clone().requires_grad_(True)
         self.optimizer = make_optimizer([self.image], cfg)

@@ -21,7 +21,6 @@ to 6× longer on steps whose gradients went denormal.
 
 from __future__ import annotations
 
-import importlib
 import os
 import resource
 import time
@@ -126,25 +125,27 @@ class _JaxRunner:
         # bf16 runs: the convs and Grams take bf16 operands, which these settings do not change.
         precision = {"tf32": "tensorfloat32", "bf16": "default"}.get(spec["precision"], "highest")
         jax.config.update("jax_default_matmul_precision", precision)
-        from flax import nnx
+        from jaxstyle.model.weights import load_vgg
 
-        from jaxstyle.weights import load_vgg
+        from jaxstyle.engine import loop
+        from jaxstyle.engine.targets import batch_problem
+        from jaxstyle.plan.inputs import initial_image
 
-        self.jax, self.S = jax, importlib.import_module("jaxstyle.stylize")
+        self.jax, self.loop = jax, loop
         self.base_rss = _rss_bytes()
         self.spec, self.cfg = spec, _config(spec)
         network, _ = load_vgg(spec["weights"])
-        problem = self.S.prepare(network, spec["content"], [spec["style"]], self.cfg)
         b = spec["batch"]
-        if b > 1:  # B copies of the pair: the same work per image as B different pairs
-            tile = lambda a: jax.numpy.repeat(a, b, axis=0)  # noqa: E731
-            problem = self.S.Problem(problem.cfg, network, jax.tree.map(tile, problem.targets), tile(problem.init))
-        self.problem = problem
-        self.graphdef, self.params = nnx.split(network)
+        content, style = spec["content"], spec["style"]
+        init = jax.numpy.stack([initial_image(content.shape[:2], self.cfg, content)] * b)
+        # B copies of the pair with their own targets (distinct keys): the same work per image
+        # as B different pairs.
+        self.problem = batch_problem(network, self.cfg.recipe, [content] * b, [[style]] * b, init,
+                                     keys=(list(range(b)), [[i] for i in range(b)]) if b > 1 else None)
         self.chunk = spec["chunk"]
         unroll = spec.get("unroll", "auto")
-        self.unroll = jax.default_backend() == "cpu" if unroll == "auto" else unroll == "yes"
-        self.state = self.S._init_states_jit(problem.init, self.cfg)
+        self.unroll = None if unroll == "auto" else unroll == "yes"
+        self.state = loop.init_state(self.problem)
         jax.block_until_ready(self.state)
         self.setup_s = time.perf_counter() - t0
         self.device = jax.devices()[0]
@@ -154,10 +155,8 @@ class _JaxRunner:
         return {"setup_s": self.setup_s, "device": str(self.device), "backend": self.jax.default_backend()}
 
     def _chunk(self) -> dict:
-        # What stylize.iterate does per call: one jitted, donated chunk, terms to the host.
-        self.state, terms = self.S._run_chunk_jit(
-            self.graphdef, self.cfg, self.chunk, self.unroll, self.params, self.problem.targets, self.state
-        )
+        # What the engine's loop does per call: one jitted, donated chunk, terms to the host.
+        self.state, terms = self.loop.run_chunk(self.problem, self.state, self.chunk, unroll=self.unroll)
         self.last = {k: np.asarray(v) for k, v in terms.items()}  # (chunk, B) each; syncs
         return self.last
 
@@ -176,7 +175,7 @@ class _JaxRunner:
         return time.perf_counter() - t0, time.process_time() - c0
 
     def result(self):
-        images = self.S.final_images(self.problem, self.state)
+        images = self.loop.final_images(self.problem, self.state)
         out = {"peak_rss": _peak_rss_bytes(), "base_rss": self.base_rss, "images": images,
                "last": {k: v[-1] for k, v in self.last.items()}}
         stats = getattr(self.device, "memory_stats", lambda: None)()

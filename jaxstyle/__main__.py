@@ -1,5 +1,5 @@
 import sys
 
-from jaxstyle.cli import main
+from jaxstyle.cli.main import main
 
 sys.exit(main())

@@ -1,29 +1,41 @@
 """Run configuration: the only place where defaults live.
 
-A :class:`Config` is frozen and hashable, so it can be a static argument of the jitted
-step. Presets reproduce published recipes term by term; every field a preset does not set
-takes the value written here. The CLI and the Python API both go through
-:func:`make_config`, so they share the defaults.
+A run is a :class:`Config`: the preset's name, the **recipe** (:class:`Recipe`: everything
+that changes the compiled program — layers, loss forms and weights, pooling, padding,
+pixel space, optimiser and its hyper-parameters, precision) and the **run settings**
+(:class:`RunSettings`: size, steps, schedule, start, seed, blending, colour control —
+what the program is run on, never what it is). The recipe is frozen and hashable: it is
+the only static argument of every jitted function and its own compile key, so another
+``--steps`` or ``--seed`` never recompiles.
+
+Presets reproduce published recipes term by term (README "Recipes"); every field a
+preset does not set takes the value written here. The CLI and the Python API both go
+through :func:`make_config` with the same flat option names, so they share the defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from jaxstyle import pixels, vgg
 from jaxstyle.errors import UserError
+from jaxstyle.model import names as vgg
+from jaxstyle.model.names import SPACES
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
+# Names only: the objects behind them are chosen once, by jaxstyle.objective.style and
+# jaxstyle.optim.optimizers (their registries are keyed by these tuples; a test checks it).
 OPTIMIZERS = ("lbfgs", "adam", "lbfgs-zoom")
+STYLE_LOSSES = ("gram", "w2")
 INITS = ("content", "random")  # or a path to an image
 GRAM_NORMS = ("hw", "chw")
-STYLE_LOSSES = ("gram", "w2")
 TV_LOSSES = ("l1_sum", "l2_nine_point")
 PRECISIONS = ("fp32", "bf16")
 REMATS = ("none", "blocks")
 PRESERVE_COLORS = ("luminance", "histogram")
+WEIGHTS_SOURCES = ("torchvision", "caffe")
 
 # Adam's step size depends on the pixel units: 1.0 in Caffe's 0–255 space is
 # neural-style-pt's default; 0.02 in [0,1] units is crowsonkb's.
@@ -32,21 +44,16 @@ LBFGS_LR = 1.0
 
 
 @dataclass(frozen=True)
-class Config:
-    """One stylization run. Units and forms are in the README's "Recipes" section."""
+class Recipe:
+    """What the compiled step computes. Units and forms: README "Recipes"."""
 
-    preset: str = "gatys"
-    # network and weights
+    # network
     model: str = "vgg19"
-    weights_source: str = "torchvision"  # which download the recipe was tuned on
     pooling: str = "max"
     avg_pool_scale: float = 1.0
     padding: str = "zeros"
-    # where the optimised pixels live (see pixels.py)
+    # where the optimised pixels live (jaxstyle.model.pixels)
     pixel_space: str = "rgb01"
-    # images
-    size: int = 512  # long side of the output, in pixels
-    style_scale: float = 1.0  # style image long side = size * style_scale
     # content term: content_weight * mean((F - F_c)^2), summed over layers
     content_layers: tuple[str, ...] = ("relu4_2",)
     content_weight: float = 1.0
@@ -57,36 +64,26 @@ class Config:
     style_weight: float = 1e3
     style_loss: str = "gram"
     gram_norm: str = "hw"  # Gram divided by H*W ("hw") or C*H*W ("chw")
-    style_blend_weights: tuple[float, ...] | None = None  # None: equal; always normalised
     # total variation
     tv_loss: str = "l1_sum"
     tv_weight: float = 0.0
+    # video (Ruder et al. 2016): weight of the deviation from the warped previous frame
+    temporal_weight: float = 0.0
     # optimiser
     optimizer: str = "lbfgs"
     lr: float | None = None  # None: LBFGS_LR or ADAM_LR[pixel_space]
-    steps: int = 500
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
     lbfgs_history: int = 100
     lbfgs_tolerance_grad: float = 1e-7
     lbfgs_tolerance_change: float = 1e-9
-    clamp: bool = False  # project onto the [0,1] box after every step (Adam only)
+    clamp: bool = False  # project onto the pixel box after every step
     ema_decay: float | None = None  # write a bias-corrected EMA of the iterates instead
-    # coarse-to-fine (crowsonkb): long sides from min_scale up to size, ×√2 per scale;
-    # initial_steps at the first scale, steps at each later one. None or 0: one scale.
-    min_scale: int | None = None
-    initial_steps: int | None = None  # None: steps
-    # colour control (Gatys et al. 2017): None, "luminance" or "histogram"
-    preserve_color: str | None = None
-    # start
-    init: str = "content"
-    seed: int = 0
-    # execution, not recipe
+    # arithmetic
     precision: str = "fp32"
-    chunk: int = 0  # steps per compiled call; 0 = automatic
     # "blocks": recompute each VGG block's activations in the backward pass (jax.checkpoint),
-    # for large images on accelerators; on XLA:CPU it saved no memory (see jaxstyle.memory)
+    # for large images on accelerators; on XLA:CPU it saved no memory (see plan.memory)
     remat: str = "none"
 
     @property
@@ -107,6 +104,43 @@ class Config:
     def all_layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
+    @property
+    def uses_content(self) -> bool:
+        return bool(self.content_layers) and self.content_weight != 0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a recipe is run on and for how long; never enters a compiled program."""
+
+    size: int = 512  # long side of the output, in pixels
+    style_scale: float = 1.0  # style image long side = size * style_scale
+    steps: int = 500
+    # coarse-to-fine (crowsonkb): long sides from min_scale up to size, ×√2 per scale;
+    # initial_steps at the first scale, steps at each later one. None or 0: one scale.
+    min_scale: int | None = None
+    initial_steps: int | None = None  # None: steps
+    init: str = "content"  # "content", "random" or an image path
+    seed: int = 0
+    style_blend_weights: tuple[float, ...] | None = None  # None: equal; always normalised
+    preserve_color: str | None = None  # Gatys et al. 2017: "luminance" or "histogram"
+    chunk: int = 0  # steps per compiled call; 0 = automatic (jaxstyle.engine.loop)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run: a preset's recipe and run settings, with the weights it was tuned on."""
+
+    preset: str = "gatys"
+    weights_source: str = "torchvision"  # which download the recipe was tuned on
+    recipe: Recipe = Recipe()
+    run: RunSettings = RunSettings()
+
+
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSettings))
+OPTION_FIELDS = ("weights_source",) + RECIPE_FIELDS + RUN_FIELDS  # the flat option names
+_TUPLES = ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights")
 
 # Each preset is a published recipe, reproduced term by term; see README "Recipes".
 PRESETS: dict[str, dict] = {
@@ -151,86 +185,182 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def make_config(preset: str = "gatys", **overrides) -> Config:
-    """The preset's config with ``overrides`` applied (``None`` values are ignored), checked."""
+def make_config(preset: str = "gatys", **options) -> Config:
+    """The preset's config with ``options`` (flat names: any field of :class:`Recipe` or
+    :class:`RunSettings`, or ``weights_source``; ``None`` values are ignored), checked."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    names = {f.name for f in dataclasses.fields(Config)}
-    unknown = set(overrides) - names
+    unknown = set(options) - set(OPTION_FIELDS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    values = dict(PRESETS[preset], preset=preset)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in options.items() if v is not None})
+    for key in _TUPLES:
         if values.get(key) is not None:
             values[key] = tuple(values[key])
-    cfg = Config(**values)
+    cfg = Config(
+        preset=preset,
+        weights_source=values.pop("weights_source", Config.weights_source),
+        recipe=Recipe(**{k: v for k, v in values.items() if k in RECIPE_FIELDS}),
+        run=RunSettings(**{k: v for k, v in values.items() if k in RUN_FIELDS}),
+    )
     validate(cfg)
     return cfg
 
 
+def _field_type(name: str) -> str:
+    for cls in (Recipe, RunSettings, Config):
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return str(f.type)
+    raise KeyError(name)
+
+
+def parse_option(name: str, value):
+    """``value`` (a JSON value, or text as in a CSV cell or on the command line) as the
+    option's type; ``TypeError``/``ValueError`` with the reason when it is not one.
+
+    Tuples accept a list or comma-separated text; ``bool`` accepts true/false, yes/no, 1/0;
+    an optional option accepts ``none``/``off``/null. Only the type is checked here:
+    :func:`validate` checks ranges when the config is made.
+    """
+    kind = _field_type(name)
+    optional = kind.endswith("| None")
+    base = kind.replace("| None", "").strip()
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "off", "")):
+        if optional:
+            return None
+        raise TypeError("a value is required")
+    if base.startswith("tuple["):
+        item = base[len("tuple["):].split(",")[0].strip()
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+        return tuple(_scalar(item, v) for v in items)
+    return _scalar(base, value)
+
+
+def _scalar(kind: str, value):
+    if isinstance(value, (list, tuple, dict)):
+        raise TypeError(f"expected a {kind}, got a {type(value).__name__}")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if kind == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError("expected a whole number")
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    if kind == "float":
+        if isinstance(value, bool):
+            raise TypeError("expected a number")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise TypeError(f"expected text, got {value!r}")
+        return value.strip()
+    raise TypeError(f"unsupported option type {kind}")
+
+
+def options_of(cfg: Config) -> dict:
+    """The flat options that rebuild ``cfg`` with :func:`make_config` (its preset's name aside)."""
+    return {"weights_source": cfg.weights_source, **dataclasses.asdict(cfg.recipe), **dataclasses.asdict(cfg.run)}
+
+
+def replace(cfg: Config, **changes) -> Config:
+    """``cfg`` with flat options changed, checked."""
+    return make_config(cfg.preset, **{**options_of(cfg), **changes})
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise UserError(f"--{name.replace('_', '-')} {value!r} is not valid; choose one of {', '.join(map(str, choices))}")
+        raise UserError(f"{_flag(name)} {value!r} is not valid; choose one of {', '.join(map(str, choices))}")
 
 
-def _positive(name: str, value, allow_zero: bool = False) -> None:
-    if not (value > 0 or (allow_zero and value == 0)):
-        raise UserError(f"--{name.replace('_', '-')} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+def _number(name: str, value, *, low=None, high=None, allow_zero: bool = True, integer: bool = False) -> None:
+    """A finite number in [low, high] (or > 0 when ``allow_zero`` is False and low is 0)."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer())
+    if bad or not math.isfinite(value):
+        kind = "a whole number" if integer else "a finite number"
+        raise UserError(f"{_flag(name)} must be {kind}, got {value!r}")
+    if low is not None and (value < low or (not allow_zero and value == low)):
+        raise UserError(f"{_flag(name)} must be {'>=' if allow_zero else '>'} {low:g}, got {value:g}")
+    if high is not None and value > high:
+        raise UserError(f"{_flag(name)} must be <= {high:g}, got {value:g}")
+
+
+# Past these a run is a typo, not a wish: they would only fail later, after compiling.
+MAX_SIZE = 16384
+MAX_STEPS = 10_000_000
+MAX_STYLE_SCALE = 16.0
 
 
 def validate(cfg: Config) -> None:
     """Raise ``UserError`` naming the first bad option."""
-    _choice("model", cfg.model, vgg.MODELS)
-    _choice("pooling", cfg.pooling, vgg.POOLINGS)
-    _choice("padding", cfg.padding, vgg.PADDINGS)
-    _choice("pixel_space", cfg.pixel_space, pixels.SPACES)
-    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    _choice("style_loss", cfg.style_loss, STYLE_LOSSES)
-    _choice("gram_norm", cfg.gram_norm, GRAM_NORMS)
-    _choice("tv_loss", cfg.tv_loss, TV_LOSSES)
-    _choice("precision", cfg.precision, PRECISIONS)
-    _choice("remat", cfg.remat, REMATS)
-    _positive("size", cfg.size)
-    _positive("style_scale", cfg.style_scale)
-    _positive("steps", cfg.steps, allow_zero=True)
-    _positive("lbfgs_history", cfg.lbfgs_history)
-    _positive("chunk", cfg.chunk, allow_zero=True)
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        _positive(name, getattr(cfg, name), allow_zero=True)
-    if cfg.learning_rate <= 0:
-        raise UserError(f"--lr must be > 0, got {cfg.learning_rate}")
-    if not cfg.style_layers and not cfg.content_layers:
+    r, s = cfg.recipe, cfg.run
+    _choice("weights_source", cfg.weights_source, WEIGHTS_SOURCES)
+    _choice("model", r.model, vgg.MODELS)
+    _choice("pooling", r.pooling, vgg.POOLINGS)
+    _choice("padding", r.padding, vgg.PADDINGS)
+    _choice("pixel_space", r.pixel_space, SPACES)
+    _choice("optimizer", r.optimizer, OPTIMIZERS)
+    _choice("style_loss", r.style_loss, STYLE_LOSSES)
+    _choice("gram_norm", r.gram_norm, GRAM_NORMS)
+    _choice("tv_loss", r.tv_loss, TV_LOSSES)
+    _choice("precision", r.precision, PRECISIONS)
+    _choice("remat", r.remat, REMATS)
+    _number("size", s.size, low=0, allow_zero=False, high=MAX_SIZE, integer=True)
+    _number("style_scale", s.style_scale, low=0, allow_zero=False, high=MAX_STYLE_SCALE)
+    _number("steps", s.steps, low=0, high=MAX_STEPS, integer=True)
+    _number("seed", s.seed, integer=True)
+    _number("chunk", s.chunk, low=0, high=10_000, integer=True)
+    _number("lbfgs_history", r.lbfgs_history, low=0, allow_zero=False, high=10_000, integer=True)
+    _number("avg_pool_scale", r.avg_pool_scale, low=0, allow_zero=False)
+    for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
+        _number(name, getattr(r, name), low=0)
+    for name in ("adam_b1", "adam_b2"):
+        _number(name, getattr(r, name), low=0, high=1)
+    _number("adam_eps", r.adam_eps, low=0)
+    _number("lbfgs_tolerance_grad", r.lbfgs_tolerance_grad)
+    _number("lbfgs_tolerance_change", r.lbfgs_tolerance_change)
+    _number("lr", r.learning_rate, low=0, allow_zero=False)
+    if not r.style_layers and not r.content_layers:
         raise UserError("no loss layers: give --style-layers and/or --content-layers")
-    vgg.check_layers(cfg.all_layers, cfg.model)
-    w = cfg.style_layer_weights
+    vgg.check_layers(r.all_layers, r.model)
+    w = r.style_layer_weights
     if w is not None:
-        if len(w) != len(cfg.style_layers):
+        if len(w) != len(r.style_layers):
             raise UserError(
-                f"--style-layer-weights has {len(w)} values for {len(cfg.style_layers)} style layers; give one per layer"
+                f"--style-layer-weights has {len(w)} values for {len(r.style_layers)} style layers; give one per layer"
             )
-        if any(x < 0 for x in w) or (cfg.normalize_layer_weights and sum(w) <= 0):
+        for x in w:
+            _number("style_layer_weights", x, low=0)
+        if r.normalize_layer_weights and sum(w) <= 0:
             raise UserError("--style-layer-weights must be >= 0 with a positive sum")
-    if cfg.style_blend_weights is not None and (
-        any(x < 0 for x in cfg.style_blend_weights) or sum(cfg.style_blend_weights) <= 0
-    ):
-        raise UserError("--style-blend-weights must be >= 0 with a positive sum")
-    if cfg.ema_decay is not None and not 0 <= cfg.ema_decay < 1:
-        raise UserError(f"--ema-decay must be in [0, 1), got {cfg.ema_decay}")
-    if cfg.preserve_color is not None:
-        _choice("preserve_color", cfg.preserve_color, PRESERVE_COLORS)
-    if cfg.min_scale is not None:
-        _positive("min_scale", cfg.min_scale, allow_zero=True)
-    if cfg.initial_steps is not None:
-        _positive("initial_steps", cfg.initial_steps, allow_zero=True)
-    if cfg.init not in INITS and not cfg.init:
+    if s.style_blend_weights is not None:
+        for x in s.style_blend_weights:
+            _number("style_blend_weights", x, low=0)
+        if sum(s.style_blend_weights) <= 0:
+            raise UserError("--style-blend-weights must be >= 0 with a positive sum")
+    if r.ema_decay is not None:
+        _number("ema_decay", r.ema_decay, low=0)
+        if not r.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1), got {r.ema_decay}")
+    if s.preserve_color is not None:
+        _choice("preserve_color", s.preserve_color, PRESERVE_COLORS)
+    if s.min_scale is not None:
+        _number("min_scale", s.min_scale, low=0, high=MAX_SIZE, integer=True)
+    if s.initial_steps is not None:
+        _number("initial_steps", s.initial_steps, low=0, high=MAX_STEPS, integer=True)
+    if not s.init:
         raise UserError("--init must be 'content', 'random' or a path to an image")
 
 
-def replace(cfg: Config, **changes) -> Config:
-    new = dataclasses.replace(cfg, **changes)
-    validate(new)
-    return new
-
-
-__all__ = ["Config", "PRESETS", "make_config", "replace", "validate"]
+__all__ = ["Config", "PRESETS", "Recipe", "RunSettings", "make_config", "options_of", "parse_option", "replace", "validate"]

@@ -7,31 +7,28 @@ Tiny VGG19 widths at 32 px and a few steps keep each run to a second or two.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
+
+import jaxstyle
 import pytest
-from conftest import TINY_WIDTHS, write_image
+from helpers import CLI_OPTS, OPTS, write_image
 from PIL import Image
 
-from jaxstyle import batch, batch_plan, cli, manifest, memory, sources
-from jaxstyle import stylize as S
+from jaxstyle.api import batch
+from jaxstyle.plan import jobs as batch_plan
+from jaxstyle.cli import main as cli
+from jaxstyle.io import manifest
+from jaxstyle.plan import memory
+from jaxstyle.io import sources
+from jaxstyle.plan import pairs as pairs_io
+from helpers import iterate, prepare
+from jaxstyle.engine import loop
+from jaxstyle.engine import targets as T
+from jaxstyle.engine.targets import batch_problem
+from jaxstyle.plan import runner
 from jaxstyle.config import make_config
-from jaxstyle.image import load_image
-from jaxstyle.vgg import build_vgg, conv_specs
-from jaxstyle.weights import WeightsInfo, save_weights
-
-# Shallow layers compile in about half the time of the default five; every test uses
-# these options where it can, so the compiled steps are shared between tests.
-LAYERS = dict(content_layers=("relu2_2",), style_layers=("relu1_1", "relu2_1"))
-OPTS = dict(size=32, steps=4, **LAYERS)
-CLI_OPTS = ["--size", "32", "--steps", "4", "--content-layers", "relu2_2", "--style-layers", "relu1_1,relu2_1"]
-
-
-@pytest.fixture(scope="module")
-def net():
-    return build_vgg("vgg19", widths=TINY_WIDTHS, seed=0)
-
+from jaxstyle.io.image import load_image
 
 @pytest.fixture
 def folders(tmp_path):
@@ -47,18 +44,6 @@ def folders(tmp_path):
     return c, s
 
 
-def tiny_weights_file(path, seed=0):
-    """A safetensors file of a narrow VGG19, so the CLI can load it with --weights PATH."""
-    network = build_vgg("vgg19", widths=TINY_WIDTHS, seed=seed)
-    arrays = {}
-    for name, _, _ in conv_specs("vgg19", TINY_WIDTHS):
-        conv = getattr(network, name)
-        arrays[f"{name}.kernel"] = np.asarray(conv.kernel[...])
-        arrays[f"{name}.bias"] = np.asarray(conv.bias[...])
-    save_weights(path, arrays, WeightsInfo("vgg19", "torchvision", "torchvision", False, "tiny-test", ""))
-    return path
-
-
 # ------------------------------------------------------------------ batch == single runs
 
 
@@ -67,7 +52,7 @@ def test_batch_equals_single_runs(net, folders):
     results = list(batch.run_batch([str(c)], [str(s)], network=net, batch_size=4, **OPTS))
     assert len(results) == 6 and all(r.status == "ok" for r in results)
     for r in results:
-        single = S.stylize(r.content, list(r.styles), network=net, **OPTS)
+        single = jaxstyle.stylize(r.content, list(r.styles), network=net, **OPTS)
         assert r.image.shape == single.shape
         assert np.abs(r.image - single).max() <= 1e-5, r.pair
 
@@ -87,7 +72,7 @@ def test_per_pair_options_from_manifest_equal_single_runs(net, folders, tmp_path
     assert results[2].pair == "blend/b.png"
     for r, row in zip(results, rows):
         opts = {k: v for k, v in row.items() if k not in ("content", "style", "output")}
-        single = S.stylize(r.content, list(r.styles), network=net, **OPTS, **opts)
+        single = jaxstyle.stylize(r.content, list(r.styles), network=net, **OPTS, **opts)
         assert np.abs(r.image - single).max() <= 1e-5, r.pair
     # The two seeds give different starts, so different images: the init really is per pair.
     assert np.abs(results[0].image - results[1].image).max() > 0.05
@@ -109,7 +94,7 @@ def test_coarse_to_fine_and_colour_preservation_equal_single_runs(net, folders, 
     assert results[0].steps == 3 + 4 + 4
     for r, row in zip(results, rows):
         opts = {k: v for k, v in row.items() if k not in ("content", "style")}
-        single = S.stylize(r.content, list(r.styles), network=net, **OPTS, **opts)
+        single = jaxstyle.stylize(r.content, list(r.styles), network=net, **OPTS, **opts)
         assert r.image.shape == single.shape
         assert np.abs(r.image - single).max() <= 1e-5, r.pair
     assert results[2].image.std(axis=2).max() > 0.01  # luminance mode keeps the colours
@@ -119,7 +104,7 @@ def test_stylize_batch_api_returns_images_in_pair_order(net, folders):
     c, s = folders
     images = batch.stylize_batch([str(c / "a.png"), str(c / "b.png")], [str(s / "y.png")], network=net, **OPTS)
     assert [i.shape for i in images] == [(24, 32, 3), (32, 24, 3)]
-    assert np.abs(images[1] - S.stylize(str(c / "b.png"), str(s / "y.png"), network=net, **OPTS)).max() <= 1e-5
+    assert np.abs(images[1] - jaxstyle.stylize(str(c / "b.png"), str(s / "y.png"), network=net, **OPTS)).max() <= 1e-5
 
 
 # ------------------------------------------------------------- fast paths, one compile per bucket
@@ -127,24 +112,24 @@ def test_stylize_batch_api_returns_images_in_pair_order(net, folders):
 
 def _count_targets(monkeypatch):
     calls = {"content": [], "style": [], "shared": []}
-    real_c, real_s, real_p = S.content_targets, S.style_targets, S.prepare_batch
+    real_c, real_s, real_p = T.content_targets, T.style_targets, runner.batch_problem
 
-    def content(network, image, cfg):
+    def content(network, image, recipe):
         calls["content"].append(image.shape)
-        return real_c(network, image, cfg)
+        return real_c(network, image, recipe)
 
-    def style(network, images, cfg, **kw):
+    def style(network, images, recipe, *a, **kw):
         calls["style"].append(len(images))
-        return real_s(network, images, cfg, **kw)
+        return real_s(network, images, recipe, *a, **kw)
 
     def prepare(*a, **kw):
         problem = real_p(*a, **kw)
         calls["shared"].append(problem.shared)
         return problem
 
-    monkeypatch.setattr(S, "content_targets", content)
-    monkeypatch.setattr(S, "style_targets", style)
-    monkeypatch.setattr(S, "prepare_batch", prepare)
+    monkeypatch.setattr(T, "content_targets", content)
+    monkeypatch.setattr(T, "style_targets", style)
+    monkeypatch.setattr(runner, "batch_problem", prepare)
     return calls
 
 
@@ -171,15 +156,13 @@ def test_many_contents_one_style_computes_style_once(net, tmp_path, monkeypatch)
     assert calls["shared"] == [("style",)]
 
 
-def test_one_compile_per_bucket(net, folders):
+def test_one_compile_per_bucket(net, folders, count_compiles):
     c, s = folders
-    before = S.TRACES["batch_chunk"]
-    # A config no other test uses, so nothing is cached: 2 shapes → 2 buckets; the 4-pair
-    # bucket runs as two batches of 2 and still compiles once.
+    # 2 shapes → 2 buckets; the 4-pair bucket runs as two batches of 2 and still compiles once.
     opts = dict(OPTS, style_weight=123.0, steps=2)
     results = list(batch.run_batch([str(c)], [str(s)], network=net, batch_size=2, **opts))
     assert len(results) == 6
-    assert S.TRACES["batch_chunk"] - before == 2
+    assert count_compiles("chunk") == 2
 
 
 def test_non_finite_pair_fails_alone(net, folders):
@@ -189,10 +172,10 @@ def test_non_finite_pair_fails_alone(net, folders):
     style = np.asarray(Image.open(s / "x.png").resize((32, 32)), np.float32) / 255
     inits = np.stack([content, content])
     inits[1, 0, 0, 0] = np.nan
-    problem = S.prepare_batch(net, [content, content], [[style], [style]], cfg, inits=inits)
-    progress = list(S.iterate_batch(problem))[-1]
+    problem = batch_problem(net, cfg.recipe, [content, content], [[style], [style]], inits)
+    progress = list(iterate(problem, cfg))[-1]
     assert np.isfinite(progress.terms["total"][0]) and not np.isfinite(progress.terms["total"][1])
-    single = S.iterate(S.prepare(net, content, [style], cfg))
+    single = iterate(prepare(net, content, [style], cfg), cfg)
     last = list(single)[-1]
     assert abs(float(last.terms["total"][0]) - float(progress.terms["total"][0])) <= 1e-4 * float(last.terms["total"][0])
 
@@ -231,14 +214,14 @@ def test_zip_and_errors(tmp_path):
     bad = tmp_path / "pairs.csv"
     bad.write_text("content,style,colour\na.png,a.png,red\n")
     with pytest.raises(batch.UserError, match="unknown column 'colour'"):
-        sources.read_pairs(bad)
+        pairs_io.read_pairs(bad)
 
 
 def test_csv_manifest_options_parse(tmp_path):
     write_image(tmp_path / "a.png", 20, 20)
     pairs = tmp_path / "pairs.csv"
     pairs.write_text('content,style,style-weight,style_layers\na.png,a.png|a.png,50,"relu1_1,relu2_1"\n')
-    (row,) = sources.read_pairs(pairs)
+    (row,) = pairs_io.read_pairs(pairs)
     assert row.options == {"style_weight": 50.0, "style_layers": ("relu1_1", "relu2_1")}
     assert len(row.styles) == 2 and row.content.key == str(tmp_path / "a.png")
 
@@ -328,12 +311,11 @@ def test_resume_skips_finished_and_redoes_missing_or_corrupt(net, folders, tmp_p
     assert len(list(batch.run_batch([str(c)], [str(s)], out, network=net, **dict(OPTS, style_weight=10.0)))) == 6
 
 
-def test_cli_broken_image_fails_only_its_pairs(folders, tmp_path, capsys):
+def test_cli_broken_image_fails_only_its_pairs(folders, tmp_path, capsys, tiny_weights):
     c, s = folders
     (c / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
-    weights = tiny_weights_file(tmp_path / "tiny.safetensors")
     out = tmp_path / "out"
-    argv = ["batch", "--content", str(c), "--style", str(s), "-o", str(out), "--weights", str(weights),
+    argv = ["batch", "--content", str(c), "--style", str(s), "-o", str(out), "--weights", tiny_weights,
             *CLI_OPTS, "-q", "--contact-sheet", str(tmp_path / "sheet.png"), "--json"]
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
@@ -385,7 +367,7 @@ def test_tfds_source_through_mock_data(net, tmp_path):
     assert sorted(r.pair for r in results) == [f"cifar10-train-0000{i}__s.png" for i in range(3)]
     assert all(r.status == "ok" and r.content.startswith("tfds:cifar10:train#") for r in results)
     # The output is the TFDS image stylized: same as stylizing the decoded array directly.
-    single = S.stylize(first, str(style), network=net, **OPTS)
+    single = jaxstyle.stylize(first, str(style), network=net, **OPTS)
     assert np.abs(load_image(out / "cifar10-train-00000__s.png") / 255.0 - single).max() <= 1 / 255 + 1e-6
 
 

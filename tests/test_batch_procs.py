@@ -16,12 +16,15 @@ import time
 
 import numpy as np
 import pytest
-from conftest import write_image
-from test_batch import CLI_OPTS, OPTS, tiny_weights_file
+from helpers import CLI_OPTS, OPTS, tiny_weights_file, write_image
 
-from jaxstyle import batch, manifest
-from jaxstyle.image import load_image
-from jaxstyle.weights import load_vgg
+from jaxstyle.api import batch
+from jaxstyle.io import manifest
+from jaxstyle.io.image import load_image
+from jaxstyle.model.weights import load_vgg
+
+# Each test starts fresh Python processes that import JAX and compile the step again.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -58,17 +61,18 @@ FOUR_DEVICES = textwrap.dedent("""
     import json, sys
     import numpy as np
     import jax
-    from jaxstyle import batch, stylize as S
-    from jaxstyle.weights import load_vgg
+    from jaxstyle.api import batch
+    from jaxstyle.engine import loop as S
+    from jaxstyle.model.weights import load_vgg
 
     weights, contents, styles, out, opts = sys.argv[1:]
     seen = set()
-    real = S.iterate_batch
+    real = S.iterate
     def spy(problem, **kw):  # record how many devices the batch really spans
         for p in real(problem, **kw):
             seen.add(len(p.state.image.sharding.device_set))
             yield p
-    S.iterate_batch = spy
+    S.iterate = spy
     net, _ = load_vgg(weights)
     results = list(batch.run_batch(contents, styles, network=net, batch_size=2, **json.loads(opts)))
     spans = sorted(seen)

@@ -7,7 +7,6 @@ added (max pooling, Gram) against PyTorch and numpy float64.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -21,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the bench/ folde
 
 from bench import torch_ref  # noqa: E402
 from bench.run import CHECK, agreement  # noqa: E402
-from jaxstyle import losses  # noqa: E402
+from helpers import iterate, prepare  # noqa: E402
+from jaxstyle.objective import losses  # noqa: E402
 from jaxstyle.config import make_config  # noqa: E402
-from jaxstyle.vgg import conv_specs, max_pool_2x2  # noqa: E402
-from jaxstyle.weights import WeightsInfo, load_vgg, save_weights  # noqa: E402
+from jaxstyle.model.vgg import conv_specs, max_pool_2x2  # noqa: E402
+from jaxstyle.model.weights import WeightsInfo, load_vgg, save_weights  # noqa: E402
 
-S = importlib.import_module("jaxstyle.stylize")
 
 # Blocks 1–3 of the full-width VGG19 (content relu3_2, style relu1_1…relu3_1): every kind of
 # layer the benchmark's network has (conv, ReLU, max pooling, Gram and content losses) at a
@@ -62,9 +61,9 @@ def pictures(h=32, w=40):
 
 def jax_trace(path, cfg, content, style, n):
     network, _ = load_vgg(path)
-    problem = S.prepare(network, content, [style], cfg)
+    problem = prepare(network, content, [style], cfg)
     trace = []
-    for progress in S.iterate(problem, chunk=1):
+    for progress in iterate(problem, cfg, chunk=1):
         trace.append({k: v for k, v in progress.terms.items()})
         if len(trace) == n:
             break

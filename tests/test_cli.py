@@ -22,39 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_WIDTHS, write_image
-from jaxstyle import cli
+from helpers import save_state, tiny_state_dict, write_image
+from jaxstyle.cli import main as cli
 
-BLOCKS19 = (2, 2, 4, 4, 4)
 FAST = ["-q", "--steps", "2", "--optimizer", "adam"]  # tiny runs; -q: no progress bar
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def tiny_state_dict(widths=TINY_WIDTHS, seed=0) -> dict[str, np.ndarray]:
-    """A narrow VGG19 in torchvision's layout: ``features.N.weight`` (OIHW) and ``.bias``."""
-    rng = np.random.default_rng(seed)
-    state, index, cin = {}, 0, 3
-    for convs, width in zip(BLOCKS19, widths):
-        for _ in range(convs):
-            state[f"features.{index}.weight"] = (rng.standard_normal((width, cin, 3, 3)) * np.sqrt(2 / (9 * cin))).astype(np.float32)
-            state[f"features.{index}.bias"] = np.zeros(width, np.float32)
-            index, cin = index + 2, width  # conv, relu
-        index += 1  # pool
-    return state
-
-
-def save_state(path: Path, state) -> Path:
-    from safetensors.numpy import save_file
-
-    save_file(state, str(path))
-    return path
-
-
-@pytest.fixture
-def tiny_weights(tmp_path):
-    return str(save_state(tmp_path / "tiny.safetensors", tiny_state_dict()))
 
 
 def run_cli(capsys, *argv):
@@ -284,13 +258,13 @@ def test_nan_loss_stops_without_output(images, tmp_path, capsys, tiny_weights):
         "-q", "--steps", 5, "--optimizer", "adam", "--lr", "1e30",
     )
     assert_user_error(code, stdout, err, "loss became", "--lr")
-    assert not out.exists() and files_under(tmp_path) == ["content.png", "style.png", "tiny.safetensors"]
+    assert not out.exists() and files_under(tmp_path) == ["content.png", "style.png"]
 
 
 def test_ctrl_c_exits_130_without_output(images, tmp_path, capsys, monkeypatch, tiny_weights):
     import importlib
 
-    api = importlib.import_module("jaxstyle.stylize")
+    api = importlib.import_module("jaxstyle.api.transfer")
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -300,7 +274,7 @@ def test_ctrl_c_exits_130_without_output(images, tmp_path, capsys, monkeypatch, 
     out = tmp_path / "out.png"
     code, stdout, err = run_cli(capsys, "stylize", *images, "-o", out, "--weights", tiny_weights, "--size", 32, *FAST)
     assert code == 130 and len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
-    assert not out.exists() and files_under(tmp_path) == sorted(["content.png", "style.png", "tiny.safetensors"])
+    assert not out.exists() and files_under(tmp_path) == ["content.png", "style.png"]
 
 
 def test_checksum_mismatch_on_download(tmp_path, capsys, monkeypatch):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from jaxstyle import image as img_mod
+from jaxstyle.io import image as img_mod
 from jaxstyle.errors import UserError
-from jaxstyle.image import (
+from jaxstyle.io.image import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_OUTPUT_SUFFIXES,
     check_output_path,

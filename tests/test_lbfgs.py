@@ -15,7 +15,7 @@ import optax
 import pytest
 import torch
 
-from jaxstyle.lbfgs import torch_lbfgs
+from jaxstyle.optim.lbfgs import torch_lbfgs
 
 N = 50
 

@@ -8,7 +8,6 @@ the same weights, for both presets.
 
 from __future__ import annotations
 
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jaxstyle import losses
+from jaxstyle.objective import losses
 from jaxstyle.config import make_config
-from jaxstyle.step import loss_terms, total
-from test_vgg import IMAGENET_MEAN, IMAGENET_STD, caffe_input, layout, ours, random_weights, reference
+from jaxstyle.objective.terms import loss_terms, total
+from helpers import IMAGENET_MEAN, IMAGENET_STD, caffe_input, layout, ours, prepare, random_weights, reference, single_targets
 
-S = importlib.import_module("jaxstyle.stylize")
 
 RNG = np.random.default_rng(0)
 
@@ -212,7 +210,7 @@ def test_loss_terms_and_gradient_on_tiny_vgg19(preset):
         to_input = lambda x: ((x - mean) / std).permute(2, 0, 1)[None]  # noqa: E731
         torch_images = [content, *styles]
     seq = reference("vgg19", weights, True)
-    objective = torch_objective(seq, names, cfg, to_input, torch_images[0], torch_images[1:], blend)
+    objective = torch_objective(seq, names, cfg.recipe, to_input, torch_images[0], torch_images[1:], blend)
     x = torch.tensor(probe, requires_grad=True)
     ref_terms = objective(x)
     sum(ref_terms.values()).backward()
@@ -224,11 +222,11 @@ def test_loss_terms_and_gradient_on_tiny_vgg19(preset):
             conv = getattr(network, name)
             conv.kernel.set_value(jnp.asarray(w.transpose(2, 3, 1, 0), jnp.float64))
             conv.bias.set_value(jnp.asarray(b, jnp.float64))
-        problem = S.prepare(network, jnp.asarray(content), [jnp.asarray(s) for s in styles], cfg)
-        targets = jax.tree.map(lambda a: a[0], problem.targets)
+        problem = prepare(network, jnp.asarray(content), [jnp.asarray(s) for s in styles], cfg)
+        targets = single_targets(problem)
 
         def objective_jax(x):
-            terms = loss_terms(x, targets, network, cfg)
+            terms = loss_terms(x, targets, network, cfg.recipe)
             return total(terms), terms
 
         (value, terms), grad = jax.jit(jax.value_and_grad(objective_jax, has_aux=True))(jnp.asarray(probe))

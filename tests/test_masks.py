@@ -6,31 +6,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import jaxstyle
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_WIDTHS
 
-from jaxstyle import masks as M
-from jaxstyle import stylize as S
-from jaxstyle import wasserstein
+from jaxstyle.objective import guided as M
+from jaxstyle.engine.targets import features
+from jaxstyle.objective import style, wasserstein
 from jaxstyle.config import make_config
 from jaxstyle.errors import UserError
-from jaxstyle.vgg import build_vgg
 
 RNG = np.random.default_rng(3)
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "pool2", "pool4")
 
 
-@pytest.fixture(scope="module")
-def net():
-    return build_vgg("vgg19", widths=TINY_WIDTHS, seed=1)
-
-
 def test_layer_masks_align_with_the_features(net):
     mask = RNG.uniform(0, 1, (2, 45, 37))
     pooled = M.layer_masks(mask, LAYERS)
-    feats = S.features(net, RNG.uniform(0, 1, (45, 37, 3)), LAYERS, make_config())
+    feats = features(net, RNG.uniform(0, 1, (45, 37, 3)), LAYERS, make_config().recipe)
     for name in LAYERS:
         assert pooled[name].shape[1:] == feats[name].shape[:2], name
         times = int(name[-3]) - 1 if name.startswith("relu") else int(name[-1])
@@ -45,9 +40,10 @@ def test_guided_statistics_match_numpy():
     m = RNG.uniform(0, 1, (6, 7))
     flat, w = f.reshape(-1, 5), m.reshape(-1) / m.sum()
     with jax.enable_x64(True):
-        gram = M.guided_statistics(jnp.asarray(f), jnp.asarray(m), "gram", "chw")["gram"]
-        mom = M.guided_statistics(jnp.asarray(f), jnp.asarray(m), "w2")
-        ones = M.guided_statistics(jnp.asarray(f), jnp.ones((6, 7)), "w2")
+        gram = style.guided_statistics(jnp.asarray(f), jnp.asarray(m), make_config(gram_norm="chw").recipe)["gram"]
+        w2 = make_config(style_loss="w2").recipe
+        mom = style.guided_statistics(jnp.asarray(f), jnp.asarray(m), w2)
+        ones = style.guided_statistics(jnp.asarray(f), jnp.ones((6, 7)), w2)
         plain = wasserstein.moments(jnp.asarray(f))
     np.testing.assert_allclose(gram, (flat * w[:, None]).T @ flat / 5, rtol=1e-12)
     np.testing.assert_allclose(mom["mean"], w @ flat, rtol=1e-12)
@@ -71,7 +67,7 @@ def speckle(h, w, seed=0):
 
 
 def region_grams(net, img, cols, layers, cfg):
-    feats = S.features(net, img, layers, cfg)
+    feats = features(net, img, layers, cfg.recipe)
     out = []
     for name in layers:
         f = np.asarray(feats[name], np.float64)
@@ -82,7 +78,7 @@ def region_grams(net, img, cols, layers, cfg):
 
 
 def grams(net, img, layers, cfg):
-    feats = S.features(net, img, layers, cfg)
+    feats = features(net, img, layers, cfg.recipe)
     return [np.asarray(feats[n], np.float64).reshape(-1, feats[n].shape[-1]) for n in layers]
 
 
@@ -92,7 +88,7 @@ def test_two_regions_end_closer_to_their_own_style(net):
     a, b = stripes(40, 40), speckle(40, 40)
     left = np.zeros((h, w), np.float32)
     left[:, : w // 2] = 1
-    out = S.stylize(content, [a, b], network=net, size=64, steps=40, content_weight=0, chunk=1,
+    out = jaxstyle.stylize(content, [a, b], network=net, size=64, steps=40, content_weight=0, chunk=1,
                     masks=[left, 1 - left], init="random")
     cfg = make_config()
     layers = ("relu1_1", "relu2_1")
@@ -108,19 +104,19 @@ def test_two_regions_end_closer_to_their_own_style(net):
 
 def test_mask_errors(net, images):
     with pytest.raises(UserError, match="one --mask per style"):
-        S.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.ones((4, 4)), np.ones((4, 4))])
+        jaxstyle.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.ones((4, 4)), np.ones((4, 4))])
     with pytest.raises(UserError, match="use one"):
-        S.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.ones((4, 4))],
+        jaxstyle.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.ones((4, 4))],
                   style_blend_weights=(1,))
     with pytest.raises(UserError, match="black"):
-        S.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.zeros((48, 64))])
+        jaxstyle.stylize(images[0], [images[1]], network=net, size=32, steps=1, masks=[np.zeros((48, 64))])
 
 
 @pytest.mark.parametrize("preset", ["gatys", "quality"])
 def test_blend_weights_one_zero_give_the_first_style_alone(net, images, preset):
     other = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     opts = dict(network=net, preset=preset, size=32, steps=4, initial_steps=4, min_scale=0, chunk=1)
-    alone = S.stylize(images[0], images[1], **opts)
-    blended = S.stylize(images[0], [images[1], other], style_blend_weights=(1, 0), **opts)
+    alone = jaxstyle.stylize(images[0], images[1], **opts)
+    blended = jaxstyle.stylize(images[0], [images[1], other], style_blend_weights=(1, 0), **opts)
     assert np.array_equal(alone, blended)
-    assert not np.array_equal(alone, S.stylize(images[0], [images[1], other], style_blend_weights=(1, 1), **opts))
+    assert not np.array_equal(alone, jaxstyle.stylize(images[0], [images[1], other], style_blend_weights=(1, 1), **opts))

@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_WIDTHS
 from flax import nnx
 
-from jaxstyle import cli, memory
+from jaxstyle.cli import main as cli
+from jaxstyle.plan import memory
 from jaxstyle.config import make_config
 from jaxstyle.errors import UserError
-from jaxstyle.vgg import build_vgg
+from jaxstyle.model.vgg import build_vgg
 
-S = importlib.import_module("jaxstyle.stylize")
+import jaxstyle
+from jaxstyle.engine import compiled
+from jaxstyle.engine import targets as T
+from jaxstyle.objective.terms import Targets
 
 
-def test_prepare_refuses_before_computing_anything(monkeypatch):
+def test_prepare_refuses_before_computing_anything(monkeypatch, net):
     monkeypatch.setattr(memory, "free_bytes", lambda: (10 * 10**9, "a test device"))
     touched = []
-    monkeypatch.setattr(S, "style_targets", lambda *a, **k: touched.append(1))
+    monkeypatch.setattr(T, "style_targets", lambda *a, **k: touched.append(1))
     # A 1500×2000 content image that is never allocated (a broadcast view of one pixel):
     # L-BFGS needs ~15 GB there, Adam ~7 GB.
     content = np.broadcast_to(np.zeros((1, 1, 3), np.float32), (1500, 2000, 3))
     cfg = make_config("gatys", optimizer="lbfgs", size=2000)
     with pytest.raises(UserError) as e:
-        S.prepare(build_vgg("vgg19", widths=TINY_WIDTHS), content, [np.zeros((32, 32, 3), np.float32)], cfg)
+        jaxstyle.stylize(content, np.zeros((32, 32, 3), np.float32), network=net, optimizer="lbfgs", size=2000)
     message = str(e.value)
     assert "\n" not in message and "GB" in message and "a test device" in message
     assert "--size" in message and "--optimizer adam" in message
@@ -37,7 +39,8 @@ def test_prepare_refuses_before_computing_anything(monkeypatch):
 
 def test_refusal_suggests_only_changes_that_fit():
     cfg = make_config("gatys", optimizer="lbfgs", size=2048)
-    need_adam = memory.estimate(make_config("gatys", optimizer="adam"), (2048, 2048)).total
+    cfg = cfg.recipe
+    need_adam = memory.estimate(make_config("gatys", optimizer="adam").recipe, (2048, 2048)).total
     with pytest.raises(UserError) as e:
         memory.check_fits(cfg, (2048, 2048), free=need_adam + 1)
     size = int(str(e.value).split("--size ")[1].split()[0])
@@ -64,12 +67,13 @@ def test_estimate_covers_what_xla_allocates():
     shape = (96, 128)
     f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)  # noqa: E731
     image = f32(1, *shape, 3)
-    state = jax.eval_shape(lambda x: S._init_states(x, cfg), image)
+    recipe = cfg.recipe
+    state = jax.eval_shape(lambda x: compiled.init_states(recipe, None, x), image)
     grams = {n: {"gram": f32(1, c, c)} for n, c in
-             zip(cfg.style_layers, (64, 128, 256, 512, 512))}
-    targets = {"style": grams, "content": {"relu4_2": f32(1, shape[0] // 8, shape[1] // 8, 512)}}
-    compiled = S._run_chunk_compiled.lower(graphdef, S.compiled_config(cfg), 1, True, params, targets, state).compile()
-    m = compiled.memory_analysis()
+             zip(recipe.style_layers, (64, 128, 256, 512, 512))}
+    targets = Targets(style=grams, content={"relu4_2": f32(1, shape[0] // 8, shape[1] // 8, 512)})
+    program = compiled.chunk.lower(graphdef, recipe, 1, True, (), None, params, targets, state).compile()
+    m = program.memory_analysis()
     xla = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-    ours = memory.estimate(cfg, shape).total
+    ours = memory.estimate(recipe, shape).total
     assert xla <= ours <= 2 * xla

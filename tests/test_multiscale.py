@@ -6,18 +6,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import jaxstyle
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_WIDTHS
 from PIL import Image
-from test_wasserstein import torch_tv, torch_vgg, torch_w2
+from helpers import tiny_net_float64, torch_conv_params, torch_tv, torch_vgg, torch_w2
 
-from jaxstyle import image as imageio
-from jaxstyle import multiscale
-from jaxstyle import stylize as S
+from jaxstyle.io import image as imageio
+from helpers import prepare
+from jaxstyle.engine import loop
+from jaxstyle.engine import scales as engine_scales
+from jaxstyle.engine.resample import resize
+from jaxstyle.plan import scales as multiscale
 from jaxstyle.config import make_config
-from jaxstyle.vgg import build_vgg, conv_specs
 
 
 def test_gen_scales_by_hand():
@@ -31,23 +34,23 @@ def test_gen_scales_by_hand():
 
 def test_quality_schedule_sizes_and_steps():
     cfg = make_config("quality")  # size 512
-    scales = multiscale.schedule(640, 427, cfg)
+    scales = multiscale.schedule(427, 640, cfg)
     # Short side round(427·s/640): 85.4, 120.8, 170.8, 241.5, 341.6.
     assert [(s.width, s.height) for s in scales] == [(128, 85), (181, 121), (256, 171), (362, 242), (512, 342)]
     assert [s.steps for s in scales] == [1000, 500, 500, 500, 500]
     assert multiscale.total_steps(cfg) == 3000
-    portrait = multiscale.schedule(427, 640, make_config("quality", size=1024))
+    portrait = multiscale.schedule(640, 427, make_config("quality", size=1024))
     assert [(s.width, s.height) for s in portrait][-3:] == [(342, 512), (483, 724), (683, 1024)]  # 341.6, 483.0, 683.2
     assert multiscale.total_steps(make_config("quality", size=1024)) == 4000
     # Below min_scale there is one scale, which gets the initial steps (crowsonkb's min()).
-    small = multiscale.schedule(64, 48, make_config("quality", size=64))
+    small = multiscale.schedule(48, 64, make_config("quality", size=64))
     assert [(s.width, s.height, s.steps) for s in small] == [(64, 48, 1000)]
-    assert multiscale.schedule(64, 48, make_config("gatys", size=64)) == [multiscale.Scale(64, 48, 64, 500)]
+    assert multiscale.schedule(48, 64, make_config("gatys", size=64)) == [multiscale.Scale(64, 48, 64, 500)]
     # A 10:1 panorama: short sides 12.8→13, 18.1→18, 25.6→26, 36.2→36, 51.2→51; the first
     # is below relu5_1's 16 px and left out, the next one gets the initial steps.
-    pano = multiscale.schedule(400, 40, cfg, min_side=16)
+    pano = multiscale.schedule(40, 400, cfg, min_side=16)
     assert [(s.width, s.height, s.steps) for s in pano] == [(181, 18, 1000), (256, 26, 500), (362, 36, 500), (512, 51, 500)]
-    assert multiscale.total_steps(cfg, 400, 40, 16) == 2500
+    assert multiscale.total_steps(cfg, 40, 400, 16) == 2500
 
 
 @pytest.mark.parametrize("kind", ["bicubic", "bilinear"])
@@ -55,7 +58,7 @@ def test_quality_schedule_sizes_and_steps():
 def test_resize_matches_torch_interpolate(kind, src, dst):
     x = np.random.default_rng(1).standard_normal((2, *src, 3))
     with jax.enable_x64(True):
-        ours = np.asarray(multiscale.resize(jnp.asarray(x), *dst, kind))
+        ours = np.asarray(resize(jnp.asarray(x), *dst, kind))
     ref = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), dst, mode=kind, align_corners=False)
     np.testing.assert_allclose(ours, ref.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-12)
 
@@ -66,12 +69,12 @@ def test_wrapped_resize_has_no_seam():
     x = np.random.default_rng(2).standard_normal((1, 16, 10, 3))
     with jax.enable_x64(True):
         for kind in ("bicubic", "bilinear"):
-            y = np.asarray(multiscale.resize(jnp.asarray(x), 24, 15, kind, wrap=True))
-            y_shifted = np.asarray(multiscale.resize(jnp.asarray(np.roll(x, (2, 2), (1, 2))), 24, 15, kind, wrap=True))
+            y = np.asarray(resize(jnp.asarray(x), 24, 15, kind, wrap=True))
+            y_shifted = np.asarray(resize(jnp.asarray(np.roll(x, (2, 2), (1, 2))), 24, 15, kind, wrap=True))
             np.testing.assert_allclose(y_shifted, np.roll(y, (3, 3), (1, 2)), rtol=0, atol=1e-12)
             # Without wrap the edges are clamped, so the same shift does not commute.
-            z = np.asarray(multiscale.resize(jnp.asarray(x), 24, 15, kind))
-            z_shifted = np.asarray(multiscale.resize(jnp.asarray(np.roll(x, (2, 2), (1, 2))), 24, 15, kind))
+            z = np.asarray(resize(jnp.asarray(x), 24, 15, kind))
+            z_shifted = np.asarray(resize(jnp.asarray(np.roll(x, (2, 2), (1, 2))), 24, 15, kind))
             assert np.abs(z_shifted - np.roll(z, (3, 3), (1, 2))).max() > 0.1
 
 
@@ -122,40 +125,34 @@ def crowsonkb_loop(content_u8, style_u8, kernels, biases, sizes, steps):
 def test_two_scales_match_crowsonkb_loop(images):
     content_u8, style_u8 = imageio.load_image(images[0]), imageio.load_image(images[1])  # 64×48, 40×40
     cfg = make_config("quality", size=64, min_scale=45, initial_steps=3, steps=2)
-    scales = multiscale.schedule(64, 48, cfg)
+    scales = multiscale.schedule(48, 64, cfg)
     assert [(s.width, s.height, s.steps) for s in scales] == [(45, 34, 3), (64, 48, 2)]
     with jax.enable_x64(True):
-        net = build_vgg("vgg19", widths=TINY_WIDTHS, seed=7)
-        for name, _, _ in conv_specs("vgg19", TINY_WIDTHS):
-            conv = getattr(net, name)
-            conv.kernel.set_value(jnp.asarray(conv.kernel[...], jnp.float64))
-            conv.bias.set_value(jnp.asarray(conv.bias[...], jnp.float64))
+        net = tiny_net_float64(7)
 
         def build(scale, init):
             c = imageio.resize_to(content_u8, scale.height, scale.width, resample="bicubic") / np.float64(255)
-            problem = S.prepare(net, c, [style_u8 / np.float64(255)], cfg)
+            problem = prepare(net, c, [style_u8 / np.float64(255)], cfg)
             if init is not None:
                 problem.init = init
             return problem
 
-        ours = multiscale.solve(build, scales, cfg, chunk=1)[0]
-        kernels = {n: torch.from_numpy(np.array(getattr(net, n).kernel[...]).transpose(3, 2, 0, 1).copy())
-                   for n, _, _ in conv_specs("vgg19", TINY_WIDTHS)}
-        biases = {n: torch.from_numpy(np.array(getattr(net, n).bias[...])) for n in kernels}
+        solved, state = engine_scales.solve(build, scales, cfg.recipe, chunk=1)
+        ours = loop.final_images(solved, state)[0]
+        kernels, biases = torch_conv_params(net)
     ref = crowsonkb_loop(content_u8, style_u8, kernels, biases, [(45, 34), (64, 48)], [3, 2])
     assert ours.dtype == np.float64
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9)
 
 
-def test_the_result_is_the_averaged_iterate(images):
+def test_the_result_is_the_averaged_iterate(images, net):
     # Record every iterate through the callback and average them independently.
-    net = build_vgg("vgg19", widths=TINY_WIDTHS, seed=2)
     iterates = []
 
     def record(p):
         iterates.append(np.array(p.state.image[0], np.float64))
 
-    out = S.stylize(images[0], images[1], network=net, preset="quality", size=32, initial_steps=6,
+    out = jaxstyle.stylize(images[0], images[1], network=net, preset="quality", size=32, initial_steps=6,
                     callback=record, chunk=1)
     assert len(iterates) == 6
     start = imageio.to_float(imageio.resize_to(imageio.load_image(images[0]), 24, 32, resample="bicubic"))

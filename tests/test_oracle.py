@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle import pixels
-from jaxstyle import stylize as S
+from jaxstyle.model import pixels
 from jaxstyle.config import make_config
-from jaxstyle.step import loss_terms, total
-from jaxstyle.vgg import build_vgg, conv_specs, torchvision_indices
+from helpers import iterate, prepare, single_targets
+from jaxstyle.objective.terms import loss_terms, total
+from jaxstyle.model.vgg import build_vgg, conv_specs, torchvision_indices
 
 ORACLE = np.load(Path(__file__).parent / "data" / "peer_losses_tiny.npz")
 
@@ -51,7 +51,9 @@ def problem(preset: str, convention: str, *, init: str = "content", **opts):
     cfg = make_config(preset, init="image" if init == "probe" else "content", **LAYERS, **opts)
     network = oracle_network(convention)
     start = rgb01("probe") if init == "probe" else None
-    return S.prepare(network, rgb01("content"), [rgb01("style")], cfg, init_image=start)
+    prob = prepare(network, rgb01("content"), [rgb01("style")], cfg, init_image=start)
+    prob.cfg = cfg  # the tests below read the run's config back from the problem
+    return prob
 
 
 def problem64(preset: str, convention: str, *, init: str = "content", **opts):
@@ -66,15 +68,18 @@ def problem64(preset: str, convention: str, *, init: str = "content", **opts):
         conv.kernel.set_value(f64(conv.kernel[...]))
         conv.bias.set_value(f64(conv.bias[...]))
     start = u8("probe") if init == "probe" else None
-    return S.prepare(prob.network, u8("content"), [u8("style")], prob.cfg, init_image=start)
+    cfg = prob.cfg
+    prob = prepare(prob.network, u8("content"), [u8("style")], cfg, init_image=start)
+    prob.cfg = cfg
+    return prob
 
 
 def terms_and_grad(prob):
     x = prob.init[0]
-    targets = jax.tree.map(lambda a: a[0], prob.targets)
+    targets = single_targets(prob)
 
     def objective(x):
-        terms = loss_terms(x, targets, prob.network, prob.cfg)
+        terms = loss_terms(x, targets, prob.network, prob.cfg.recipe)
         return total(terms), terms
 
     (value, terms), grad = jax.value_and_grad(objective, has_aux=True)(x)
@@ -139,12 +144,11 @@ def test_float64_matches_reference_float64(preset, convention, prefix, keys, gra
 
 def run_ten(prob):
     trace, last = [], None
-    for progress in S.iterate(prob, chunk=1):
+    for progress in iterate(prob, prob.cfg, chunk=1):
         trace.append(float(progress.terms["total"][0]))
         last = progress
-    final = S.jax.tree.map(lambda a: a[0], last.state).image
-    targets = jax.tree.map(lambda a: a[0], prob.targets)
-    terms = loss_terms(final, targets, prob.network, prob.cfg)
+    final = jax.tree.map(lambda a: a[0], last.state).image
+    terms = loss_terms(final, single_targets(prob), prob.network, prob.cfg.recipe)
     return np.array(trace), dict(terms, total=total(terms))
 
 

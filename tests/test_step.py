@@ -1,60 +1,54 @@
 """The jitted step: compiled once per shape, deterministic, stops on NaN, and optimises.
 
-All runs use a narrow VGG19 (conftest's TINY_WIDTHS) and images of at most 32 px.
+All runs use a narrow VGG19 (helpers.TINY_WIDTHS) and images of at most 32 px.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
+
+import jaxstyle
 import pytest
 from PIL import Image
 
-from conftest import TINY_WIDTHS, write_image
+from helpers import iterate, load_inputs, prepare, tiny_net, write_image
 from jaxstyle.config import make_config
+from jaxstyle.engine import loop
 from jaxstyle.errors import UserError
-from jaxstyle.pixels import CAFFE_MEAN_BGR
-from jaxstyle.vgg import build_vgg
+from jaxstyle.model.pixels import CAFFE_MEAN_BGR
 
-S = importlib.import_module("jaxstyle.stylize")  # the module (the package also exports a function)
 
 # Shallow layers keep compiles short where depth is not the point.
 SHALLOW = dict(content_layers=("relu3_1",), style_layers=("relu1_1", "relu2_1", "relu3_1"))
 
 
-@pytest.fixture(scope="module")
-def net():
-    return build_vgg("vgg19", widths=TINY_WIDTHS, seed=0)
-
-
 def run(content, style, net, **options):
-    return S.stylize(str(content), str(style), network=net, **options)
+    return jaxstyle.stylize(str(content), str(style), network=net, **options)
 
 
-def test_compiles_once_per_shape(images, net):
+def test_compiles_once_per_shape(images, net, count_compiles):
     content, style = images
-    # An option value no other test uses, so the jit caches start empty for this config.
+    compiles = count_compiles  # XLA compiles by jitted function name; the jit caches start empty
     opts = dict(size=32, steps=3, optimizer="adam", content_weight=1.2345, chunk=1, **SHALLOW)
-    before = S.TRACES.copy()
+    other = tiny_net(5)  # built before counting: its random init compiles programs of its own
     run(content, style, net, **opts)
-    assert S.TRACES["chunk"] - before["chunk"] == 1  # three chunks, one trace
-    assert S.TRACES["init"] - before["init"] == 1
-    after_first = S.TRACES.copy()
-    # Same shapes, other weights (a fresh network object): nothing is traced again.
-    run(content, style, build_vgg("vgg19", widths=TINY_WIDTHS, seed=5), **opts)
-    assert S.TRACES == after_first
+    assert compiles("chunk") == 1  # three chunks, one program
+    assert compiles("init") == 1
+    first = compiles()
+    init, features = compiles("init"), compiles("features")
+    # Same shapes, other weights (a fresh network object): nothing is compiled again.
+    run(content, style, other, **opts)
+    assert compiles() == first
     # Nor for options that only steer the run around the step: steps, seed, start, chunk.
     run(content, style, net, **dict(opts, steps=4, seed=3, init="random", chunk=2))
-    assert S.TRACES["chunk"] - after_first["chunk"] == 1  # a chunk of 2 steps is another program
+    assert compiles("chunk") == 2  # a chunk of 2 steps is another program
     run(content, style, net, **dict(opts, steps=5, seed=4, init="random", chunk=2))
-    assert S.TRACES["chunk"] - after_first["chunk"] == 1
-    assert (S.TRACES["init"], S.TRACES["features"]) == (after_first["init"], after_first["features"])
-    after_first = S.TRACES.copy()
-    # A new image shape: exactly one more trace of the step.
+    assert compiles("chunk") == 2
+    assert (compiles("init"), compiles("features")) == (init, features)
+    # A new image shape: exactly one more compile of the step and of the initial state.
     run(content, style, net, **dict(opts, size=28))
-    assert S.TRACES["chunk"] - after_first["chunk"] == 1
-    assert S.TRACES["init"] - after_first["init"] == 1
+    assert compiles("chunk") == 3
+    assert compiles("init") == 2
 
 
 def test_same_seed_same_image_other_seed_other_image(images, net):
@@ -104,8 +98,8 @@ def test_init_from_an_image_path(tmp_path, images, net):
 def test_loss_falls(images, net, optimizer):
     content, style = images
     cfg = make_config(size=24, steps=20, optimizer=optimizer, **SHALLOW)
-    content_f, styles_f, _ = S.load_inputs(str(content), [str(style)], cfg)
-    trace = np.array([float(p.terms["total"][0]) for p in S.iterate(S.prepare(net, content_f, styles_f, cfg), chunk=1)])
+    content_f, styles_f, _ = load_inputs(str(content), [str(style)], cfg)
+    trace = np.array([float(p.terms["total"][0]) for p in iterate(prepare(net, content_f, styles_f, cfg), cfg, chunk=1)])
     assert len(trace) == 20 and np.isfinite(trace).all()
     assert trace[-1] < 0.1 * trace[0], trace
     if optimizer == "lbfgs-zoom":
@@ -117,11 +111,11 @@ def test_ema_result_is_the_bias_corrected_average_of_the_iterates(images, net):
     content, style = images
     decay = 0.8
     cfg = make_config(size=24, steps=5, optimizer="adam", ema_decay=decay, **SHALLOW)
-    content_f, styles_f, _ = S.load_inputs(str(content), [str(style)], cfg)
-    problem = S.prepare(net, content_f, styles_f, cfg)
+    content_f, styles_f, _ = load_inputs(str(content), [str(style)], cfg)
+    problem = prepare(net, content_f, styles_f, cfg)
     iterates = [np.asarray(problem.init[0], np.float64)]
     final = None
-    for progress in S.iterate(problem, chunk=1):
+    for progress in iterate(problem, cfg, chunk=1):
         iterates.append(np.asarray(progress.state.image[0], np.float64))
         final = progress
     # Adam's bias-corrected moment, applied to the iterates x_0 (the init) ... x_5.
@@ -129,7 +123,7 @@ def test_ema_result_is_the_bias_corrected_average_of_the_iterates(images, net):
     for x in iterates:
         m = decay * m + (1 - decay) * x
     want = np.clip(m / (1 - decay ** len(iterates)), 0, 1)
-    got = S.final_images(problem, final.state)[0]
+    got = loop.final_images(problem, final.state)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
     assert np.abs(got - np.clip(iterates[-1], 0, 1)).max() > 1e-3  # not just the last iterate
 
@@ -139,12 +133,12 @@ def test_image_too_small_for_the_deepest_layer(net):
     small = np.zeros((12, 40, 3), np.float32)
     ok = np.zeros((16, 16, 3), np.float32)
     with pytest.raises(UserError, match=r"content image is 40×12.*>= 16 px.*--size"):
-        S.prepare(net, small, [ok], cfg)
+        prepare(net, small, [ok], cfg)
     with pytest.raises(UserError, match=r"style image .*>= 16 px"):
-        S.prepare(net, ok, [small], cfg)
+        prepare(net, ok, [small], cfg)
     # The message names the layer that needs the size (pool5: 32 px), not a later name.
     deep = make_config(content_layers=("pool5",), style_layers=("relu1_1", "relu5_1"))
     with pytest.raises(UserError, match=r"content image .*layer pool5: each side must be >= 32 px"):
-        S.prepare(net, np.zeros((24, 40, 3), np.float32), [ok], deep)
+        prepare(net, np.zeros((24, 40, 3), np.float32), [ok], deep)
     with pytest.raises(UserError, match=r"style image .*layer relu5_1: each side must be >= 16 px"):
-        S.prepare(net, np.zeros((32, 32, 3), np.float32), [small], deep)
+        prepare(net, np.zeros((32, 32, 3), np.float32), [small], deep)

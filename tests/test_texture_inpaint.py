@@ -6,19 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_WIDTHS, write_image
+from helpers import write_image
 from PIL import Image
 
-from jaxstyle import inpaint as I
-from jaxstyle import texture as T
+from jaxstyle.api import inpaint as I
+from jaxstyle.api import texture as T
 from jaxstyle.errors import UserError
-from jaxstyle.step import loss_terms, total
-from jaxstyle.vgg import build_vgg
-
-
-@pytest.fixture(scope="module")
-def net():
-    return build_vgg("vgg19", widths=TINY_WIDTHS, seed=5)
+from jaxstyle.engine import targets as T_engine
+from jaxstyle.objective.terms import Targets, loss_terms, total
 
 
 def smooth_style(h=40, w=40, seed=4):
@@ -58,20 +53,18 @@ def test_tileable_texture_has_no_seam(net):
 
 def test_tileable_loss_does_not_see_the_image_edge(net):
     cfg = T.texture_config(tileable=True, size=48)
-    targets = {"style": jax.tree.map(lambda a: a, _targets(net, cfg))}
+    targets = Targets(style=_targets(net, cfg))
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (32, 48, 3)), jnp.float32)
-    value = float(total(loss_terms(x, targets, net, cfg)))
-    shifted = float(total(loss_terms(jnp.roll(x, (16, 16), (0, 1)), targets, net, cfg)))
+    value = float(total(loss_terms(x, targets, net, cfg.recipe)))
+    shifted = float(total(loss_terms(jnp.roll(x, (16, 16), (0, 1)), targets, net, cfg.recipe)))
     assert abs(shifted - value) <= 1e-5 * value
     plain = T.texture_config(size=48)
-    assert abs(float(total(loss_terms(jnp.roll(x, (16, 16), (0, 1)), targets, net, plain)))
-               - float(total(loss_terms(x, targets, net, plain)))) > 1e-3 * value
+    assert abs(float(total(loss_terms(jnp.roll(x, (16, 16), (0, 1)), targets, net, plain.recipe)))
+               - float(total(loss_terms(x, targets, net, plain.recipe)))) > 1e-3 * value
 
 
 def _targets(net, cfg):
-    from jaxstyle import stylize as S
-
-    return S.style_targets(net, [smooth_style() / np.float32(255)], cfg)
+    return T_engine.style_targets(net, [smooth_style() / np.float32(255)], cfg.recipe)
 
 
 def test_texture_size_parsing_and_errors():
@@ -122,7 +115,7 @@ def test_pull_push_fills_smoothly_from_the_border():
 
 
 def run_cli(args):
-    from jaxstyle.cli import main
+    from jaxstyle.cli.main import main
 
     return main(args + ["--weights", "random:0", "-q", "--chunk", "1"])
 

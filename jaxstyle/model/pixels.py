@@ -1,0 +1,55 @@
+"""Pixel spaces and the input conventions of VGG weights.
+
+The optimised image lives in a *pixel space*, chosen by the recipe, because optimisers are
+not invariant to it: Adam's learning rate and L-BFGS's first step depend on the units.
+
+- ``"rgb01"``: RGB in [0, 1] (pystiche, crowsonkb).
+- ``"caffe"``: BGR in [0, 255] minus the mean pixel (neural-style-pt, jcjohnson).
+
+The network's weights expect their own *convention* (the same two names), applied by
+:func:`network_input`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstyle.model.names import CONVENTIONS, SPACES  # noqa: F401  (re-exported: the spaces' names)
+
+# torchvision's ImageNet statistics (RGB, [0,1] units).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe VGG mean pixel, in B, G, R order and [0,255] units.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def to_rgb01(x, space: str):
+    """Pixels in ``space`` (…, 3) to RGB [0,1]."""
+    if space == "rgb01":
+        return x
+    return (x + jnp.asarray(CAFFE_MEAN_BGR, x.dtype))[..., ::-1] / 255.0
+
+
+def from_rgb01(r, space: str):
+    """RGB [0,1] (…, 3) to pixels in ``space``."""
+    if space == "rgb01":
+        return r
+    return r[..., ::-1] * 255.0 - jnp.asarray(CAFFE_MEAN_BGR, r.dtype)
+
+
+def network_input(x, space: str, convention: str):
+    """What the network sees for pixels ``x`` in ``space``, for weights of ``convention``."""
+    if convention == "caffe":
+        # Skip the round trip through [0,1] when the spaces agree, so Caffe-space
+        # recipes see exactly the numbers their reference implementations see.
+        return x if space == "caffe" else from_rgb01(x, "caffe")
+    r = to_rgb01(x, space)
+    return (r - jnp.asarray(IMAGENET_MEAN, r.dtype)) / jnp.asarray(IMAGENET_STD, r.dtype)
+
+
+def bounds(space: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (low, high) of the RGB [0,1] box, expressed in ``space``."""
+    lo = np.asarray(from_rgb01(np.zeros(3, np.float32), space))
+    hi = np.asarray(from_rgb01(np.ones(3, np.float32), space))
+    return lo, hi
