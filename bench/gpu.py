@@ -6,6 +6,7 @@ on this workplace's GPU image, whose python3 has jax, flax, optax, torch and saf
     python3 -m bench.gpu                  # ~7 min; results in bench/results/gpu-latest.*
     python3 -m bench.gpu --out "$OUT"     # also copy the results there (device tool)
     bash bench/gpu_check.sh               # the same, for the device tool's `run`
+    python3 -m bench.gpu --tti-only --tti 1024 --out "$OUT"   # time to a finished image (~3 min)
 
 What it measures: ``bench/run.py`` with ``--device gpu`` on the cases below, most important
 first, inside a time budget (cases past it are listed as skipped, never half-run):
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out", default=None, help="also copy the results into this folder")
+    p.add_argument("--tti", type=int, default=0, metavar="SIZE",
+                   help="then also run bench.time_to_image at this size (nspt, real weights if present)")
+    p.add_argument("--tti-only", action="store_true", help="only the time-to-image run")
     args = p.parse_args(argv)
     name = gpu_name()
     if name is None:
@@ -66,6 +70,8 @@ def main(argv=None) -> int:
     from bench import report, run
 
     t0 = time.perf_counter()
+    if args.tti_only:
+        return time_to_image(args.tti or 1024, args.out)
     code = run.main([
         "--device", "gpu", "--cases", args.cases, "--rounds", str(args.rounds), "--chunk", "10",
         "--compile-sizes", "512", "--quality-size", "0", "--budget", str(args.budget),
@@ -84,6 +90,19 @@ def main(argv=None) -> int:
                 shutil.copy(src, Path(args.out) / src.name)
     print(f"\nbench.gpu: {name}; {time.perf_counter() - t0:.0f} s; exit {code}")
     print(report.compact(out))
+    if args.tti:
+        code = time_to_image(args.tti, args.out) or code
+    return code
+
+
+def time_to_image(size: int, out: str | None) -> int:
+    """``bench.time_to_image`` on the GPU (PyTorch baseline in CUDA eager, jaxstyle on the GPU)."""
+    from bench import time_to_image as tti
+
+    code = tti.main(["--device", "gpu", "--size", str(size), "--tag", f"gpu-{size}", "--timeout", "400"])
+    if out:
+        for src in (ROOT / "bench" / "results").glob(f"time-to-image-gpu-{size}*"):
+            shutil.copy(src, Path(out) / src.name)
     return code
 
 
