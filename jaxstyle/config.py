@@ -127,12 +127,19 @@ class RunSettings:
     chunk: int = 0  # steps per compiled call; 0 = automatic (jaxstyle.engine.loop)
 
 
+NETWORKS = ("raw", "normalized")
+
+
 @dataclass(frozen=True)
 class Config:
     """One run: a preset's recipe and run settings, with the weights it was tuned on."""
 
     preset: str = "gatys"
     weights_source: str = "torchvision"  # which download the recipe was tuned on
+    # "raw": the weights as trained (the preset's own weights: exact reproduction of its
+    # program); "normalized": Gatys' normalised network (jaxstyle.model.normalize), used with
+    # any other weights file, with the preset's NORMALIZED loss weights.
+    network: str = "raw"
     recipe: Recipe = Recipe()
     run: RunSettings = RunSettings()
 
@@ -185,21 +192,44 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def make_config(preset: str = "gatys", **options) -> Config:
+# Each preset's loss weights on Gatys' normalised network (every filter's mean activation 1,
+# jaxstyle.model.normalize): used when the weights file is not the one the preset was tuned
+# on (e.g. the package-index Caffe VGG-19 under a torchvision preset), so that one set of
+# loss weights serves every file. Recipe fields only: the run settings stay the preset's.
+# Tuned on the package-index VGG-19 (README "Weights and presets"); the measured criteria
+# are in tests/test_realweights.py.
+NORMALIZED: dict[str, dict] = {
+    "gatys": dict(style_weight=10.0),
+    "nspt": dict(),
+    "quality": dict(),
+}
+
+
+assert all(set(v) <= set(RECIPE_FIELDS) for v in NORMALIZED.values()), "NORMALIZED: recipe fields only"
+
+
+def make_config(preset: str = "gatys", *, network: str = "raw", **options) -> Config:
     """The preset's config with ``options`` (flat names: any field of :class:`Recipe` or
-    :class:`RunSettings`, or ``weights_source``; ``None`` values are ignored), checked."""
+    :class:`RunSettings`, or ``weights_source``; ``None`` values are ignored), checked.
+
+    ``network="normalized"``: the preset on Gatys' normalised network, i.e. with its
+    :data:`NORMALIZED` loss weights under the options given here."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    _choice("network", network, NETWORKS)
     unknown = set(options) - set(OPTION_FIELDS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     values = dict(PRESETS[preset])
+    if network == "normalized":
+        values.update(NORMALIZED.get(preset, {}))
     values.update({k: v for k, v in options.items() if v is not None})
     for key in _TUPLES:
         if values.get(key) is not None:
             values[key] = tuple(values[key])
     cfg = Config(
         preset=preset,
+        network=network,
         weights_source=values.pop("weights_source", Config.weights_source),
         recipe=Recipe(**{k: v for k, v in values.items() if k in RECIPE_FIELDS}),
         run=RunSettings(**{k: v for k, v in values.items() if k in RUN_FIELDS}),
@@ -265,6 +295,17 @@ def _scalar(kind: str, value):
     raise TypeError(f"unsupported option type {kind}")
 
 
+def with_network(cfg: Config, network: str) -> Config:
+    """``cfg`` for ``network`` ("raw" or "normalized"): every option that differs from what
+    the preset gives on ``cfg``'s network is kept (it was asked for); the rest follow the
+    preset on the new network."""
+    if network == cfg.network:
+        return cfg
+    base = options_of(make_config(cfg.preset, network=cfg.network))
+    asked = {k: v for k, v in options_of(cfg).items() if base.get(k) != v}
+    return make_config(cfg.preset, network=network, **asked)
+
+
 def options_of(cfg: Config) -> dict:
     """The flat options that rebuild ``cfg`` with :func:`make_config` (its preset's name aside)."""
     return {"weights_source": cfg.weights_source, **dataclasses.asdict(cfg.recipe), **dataclasses.asdict(cfg.run)}
@@ -272,7 +313,7 @@ def options_of(cfg: Config) -> dict:
 
 def replace(cfg: Config, **changes) -> Config:
     """``cfg`` with flat options changed, checked."""
-    return make_config(cfg.preset, **{**options_of(cfg), **changes})
+    return make_config(cfg.preset, network=cfg.network, **{**options_of(cfg), **changes})
 
 
 def _flag(name: str) -> str:
@@ -363,4 +404,4 @@ def validate(cfg: Config) -> None:
         raise UserError("--init must be 'content', 'random' or a path to an image")
 
 
-__all__ = ["Config", "PRESETS", "Recipe", "RunSettings", "make_config", "options_of", "parse_option", "replace", "validate"]
+__all__ = ["Config", "NETWORKS", "NORMALIZED", "PRESETS", "Recipe", "RunSettings", "make_config", "options_of", "parse_option", "replace", "validate", "with_network"]

@@ -245,16 +245,16 @@ def test_bucket_batch_size_is_even_and_per_device():
 def test_auto_batch_size_counts_the_lbfgs_history():
     cfg = make_config()  # L-BFGS, history 100
     history = 2 * 100 * 512 * 512 * 3 * 4  # s and y alone: 629 MB per pair at 512²
-    k = batch_plan.auto_per_device(cfg, (512, 512), 1, "gpu", 4 << 30)
+    k = batch_plan.auto_per_device(cfg.recipe, (512, 512), 1, "gpu", 4 << 30)
     assert 1 <= k and k * history <= 0.8 * (4 << 30)
-    assert batch_plan.auto_per_device(make_config(optimizer="adam"), (512, 512), 1, "gpu", 4 << 30) > k
-    assert batch_plan.auto_per_device(cfg, (64, 64), 2, "gpu", 64 << 30) == 32  # the cap
+    assert batch_plan.auto_per_device(make_config(optimizer="adam").recipe, (512, 512), 1, "gpu", 4 << 30) > k
+    assert batch_plan.auto_per_device(cfg.recipe, (64, 64), 2, "gpu", 64 << 30) == 32  # the cap
     # CPU devices share the RAM: the size is the same for 1 and 4 devices while all fit...
-    assert batch_plan.auto_per_device(cfg, (512, 512), 1, "cpu", 20 << 30, True) == 2
-    assert batch_plan.auto_per_device(cfg, (512, 512), 4, "cpu", 20 << 30, True) == 2
+    assert batch_plan.auto_per_device(cfg.recipe, (512, 512), 1, "cpu", 20 << 30, True) == 2
+    assert batch_plan.auto_per_device(cfg.recipe, (512, 512), 4, "cpu", 20 << 30, True) == 2
     # ...and lower when all devices' batches together would not.
-    assert batch_plan.auto_per_device(cfg, (1024, 1024), 4, "cpu", 20 << 30, True) == 1
-    assert batch_plan.auto_per_device(make_config(optimizer="lbfgs-zoom"), (64, 64), 1, "gpu", 64 << 30) == 1
+    assert batch_plan.auto_per_device(cfg.recipe, (1024, 1024), 4, "cpu", 20 << 30, True) == 1
+    assert batch_plan.auto_per_device(make_config(optimizer="lbfgs-zoom").recipe, (64, 64), 1, "gpu", 64 << 30) == 1
 
 
 def test_a_batch_that_cannot_fit_fails_its_pairs_with_the_reason(net, folders, monkeypatch):

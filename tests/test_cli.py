@@ -264,7 +264,7 @@ def test_nan_loss_stops_without_output(images, tmp_path, capsys, tiny_weights):
 def test_ctrl_c_exits_130_without_output(images, tmp_path, capsys, monkeypatch, tiny_weights):
     import importlib
 
-    api = importlib.import_module("jaxstyle.api.transfer")
+    api = importlib.import_module("jaxstyle.engine.loop")  # the engine's one chunk loop
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -140,12 +140,14 @@ def test_tv_l2_nine_point_matches_crowsonkb_stencil(wrap):
 
 
 def test_blend_is_a_normalised_weighted_sum():
-    a, b = {"gram": RNG.standard_normal((4, 4))}, {"gram": RNG.standard_normal((4, 4))}
+    from jaxstyle.engine.compiled import blend_style
+
+    a, b = RNG.standard_normal((4, 4)), RNG.standard_normal((4, 4))
     with jax.enable_x64(True):
-        got = losses.blend([jax.tree.map(jnp.asarray, a), jax.tree.map(jnp.asarray, b)], (3, 1))
-        np.testing.assert_allclose(np.asarray(got["gram"]), 0.75 * a["gram"] + 0.25 * b["gram"], rtol=1e-14)
-        one = losses.blend([jax.tree.map(jnp.asarray, a)], (5.0,))
-        np.testing.assert_allclose(np.asarray(one["gram"]), a["gram"], rtol=1e-14)
+        got = blend_style({"gram": jnp.stack([a, b])}, jnp.asarray([3.0, 1.0]))
+        np.testing.assert_allclose(np.asarray(got["gram"]), 0.75 * a + 0.25 * b, rtol=1e-14)
+        one = blend_style({"gram": jnp.asarray(a)[None]}, jnp.asarray([5.0]))
+        np.testing.assert_allclose(np.asarray(one["gram"]), a, rtol=1e-14)
 
 
 # ----------------------------------------------------------------------------- whole objective

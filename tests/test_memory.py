@@ -51,7 +51,7 @@ def test_refusal_suggests_only_changes_that_fit():
 def test_cli_refuses_a_huge_size_in_one_line(images, tmp_path, capsys):
     content, style = images
     out = tmp_path / "out.png"
-    code = cli.main(["stylize", str(content), str(style), "-o", str(out), "--size", "100000",
+    code = cli.main(["stylize", str(content), str(style), "-o", str(out), "--size", "12000",
                      "--weights", "random:0", "--steps", "1", "-q"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and not out.exists()

@@ -12,6 +12,7 @@ results manifest so that a rerun skips it (see :mod:`jaxstyle.io.manifest`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxstyle.api.network import resolve
-from jaxstyle.config import make_config
+from jaxstyle.config import make_config, with_network
 from jaxstyle.engine.loop import batch_mesh
 from jaxstyle.errors import UserError
 from jaxstyle.io import image as imageio
@@ -159,8 +160,15 @@ def _remove_stale_temporaries(plan: Plan) -> None:
 
 
 def _network(network, weights, cfg):
-    network, info = resolve(network, weights, cfg)
-    return network, ("network" if info is None else weights_id(info))
+    """(network, weights id, "raw" | "normalized")."""
+    network, info, cfg = resolve(network, weights, cfg)
+    return network, ("network" if info is None else weights_id(info)), cfg.network
+
+
+def for_network(jobs: Sequence[planning.Job], network: str) -> planning.Jobs:
+    """The jobs with their configs on ``network`` (:func:`jaxstyle.config.with_network`)."""
+    moved = [dataclasses.replace(j, cfg=with_network(j.cfg, network)) for j in jobs]
+    return planning.Jobs(moved, getattr(jobs, "skipped", ()))
 
 
 def weights_id(info) -> str:
@@ -183,9 +191,10 @@ def run_batch(contents=None, styles=None, outdir=None, *, pairs: str = "product"
     import jax
 
     cfg = make_config(preset, **options)
-    network, wid = _network(network, weights, cfg)
-    plan = plan_batch(contents, styles, outdir, pairs=pairs, preset=preset, ext=ext, weights_id=wid,
-                      process_index=jax.process_index(), process_count=jax.process_count(), **options)
+    network, wid, kind = _network(network, weights, cfg)
+    jobs = for_network(make_jobs(contents, styles, outdir, pairs=pairs, preset=preset, ext=ext, **options), kind)
+    plan = make_plan(jobs, outdir, weights_id=wid, process_index=jax.process_index(),
+                     process_count=jax.process_count())
     mesh = mesh if mesh is not None else batch_mesh()
     yield from execute(plan, network, batch_size=batch_size, mesh=mesh, should_stop=should_stop)
 
@@ -196,8 +205,8 @@ def stylize_batch(contents, styles, *, pairs: str = "product", weights=None, pre
     float32 in [0, 1], in pair order. Same options and defaults as :func:`jaxstyle.stylize`.
     Raises ``UserError`` if any pair fails."""
     cfg = make_config(preset, **options)
-    network, _ = _network(network, weights, cfg)
-    plan = plan_batch(contents, styles, None, pairs=pairs, preset=preset, **options)
+    network, _, kind = _network(network, weights, cfg)
+    plan = make_plan(for_network(make_jobs(contents, styles, None, pairs=pairs, preset=preset, **options), kind))
     mesh = mesh if mesh is not None else batch_mesh()
     images: dict[int, np.ndarray] = {}
     for r in execute(plan, network, batch_size=batch_size, mesh=mesh):

@@ -83,7 +83,8 @@ def synthesize(
             raise UserError(f"a {s.width}×{s.height} px texture is too small for layer {recipe.style_layers[-1]}: "
                             f"each side must be >= {multiple} px; raise --size")
     inputs.check_memory(cfg, (plan[-1].height, plan[-1].width), originals.styles)
-    network, _ = resolve(network, weights, cfg)
+    network, _, cfg = resolve(network, weights, cfg)
+    recipe = cfg.recipe
 
     def build(scale: Scale, init):
         at = inputs.at_scale(originals, scale, cfg)

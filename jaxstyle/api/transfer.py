@@ -45,7 +45,7 @@ def stylize(
     originals = inputs.read(content, styles, cfg, masks=masks)
     plan = schedule(*originals.shape, cfg, min_size(cfg.recipe.all_layers))
     inputs.check_memory(cfg, (plan[-1].height, plan[-1].width), originals.styles)
-    network, _ = resolve(network, weights, cfg)
+    network, _, cfg = resolve(network, weights, cfg)
     return run(network, originals, cfg, plan, callback=callback, boundaries=boundaries)
 
 

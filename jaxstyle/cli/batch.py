@@ -118,7 +118,8 @@ def run(args) -> int:
         raise UserError("--coordinator, --num-processes and --process-id need --distributed")
     # The output folder is made and proved writable before the weights are loaded.
     outdir = imageio.check_output_folder(outdir)
-    network, info, metadata = report.load_network(args, cfg)
+    network, info, metadata, cfg = report.load_network(args, cfg)
+    jobs = batch.for_network(jobs, cfg.network)
     plan = batch.make_plan(jobs, outdir, weights_id=batch.weights_id(info), process_index=index, process_count=count)
     if any(j.cfg.recipe.optimizer == "lbfgs-zoom" for j in plan.pending):
         print("jaxstyle: note: --optimizer lbfgs-zoom runs one pair per device at a time "

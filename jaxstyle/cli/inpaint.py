@@ -45,7 +45,7 @@ def run(args) -> int:
     if out.suffix.lower() not in LOSSLESS:
         print(f"jaxstyle: note: {out.suffix} is lossy, so pixels outside the mask will not stay exactly as they "
               "were; write .png or .tif for that", file=sys.stderr)
-    network, info, metadata = report.load_network(args, cfg)
+    network, info, metadata, cfg = report.load_network(args, cfg)
     metadata["jaxstyle:inpaint"] = f"{int(hole.sum())} px filled"
     bar = report.Bar(args.quiet)
     try:

@@ -14,19 +14,21 @@ JSON_KEYS = ("output", "command", "preset", "steps", "size", "seconds", "optimiz
 
 
 def load_network(args, cfg):
-    """(network, info, output metadata); says on stderr when the weights are untrained or of
-    unknown origin."""
-    from jaxstyle.model.weights import load_vgg, provenance_note
+    """(network, info, output metadata, cfg): the network (raw, or Gatys' normalised one when
+    the weights are not those the preset was tuned on; ``cfg`` follows); says on stderr when
+    the weights are untrained."""
+    from jaxstyle.api.network import resolve
+    from jaxstyle.model.weights import provenance_note
 
-    network, info = load_vgg(args.weights, model=cfg.recipe.model, source=cfg.weights_source,
-                             progress=not getattr(args, "quiet", False))
-    metadata = {"jaxstyle:preset": cfg.preset, "jaxstyle:weights": provenance_note(info) or info.source}
+    network, info, cfg = resolve(None, args.weights, cfg, progress=not getattr(args, "quiet", False))
+    metadata = {"jaxstyle:preset": cfg.preset, "jaxstyle:weights": provenance_note(info) or info.source,
+                "jaxstyle:network": cfg.network}
     if info.pretrained is False:
         print(f"jaxstyle: note: using untrained weights {info.source}; the output will not look stylized",
               file=sys.stderr)
     # Unknown origin is said in the summary line and the output's metadata, once the run has
     # finished: an error stays the only line of a failed run.
-    return network, info, metadata
+    return network, info, metadata, cfg
 
 
 def format_terms(terms: dict) -> str:

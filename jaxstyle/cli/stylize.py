@@ -56,7 +56,7 @@ def run(args) -> int:
         inputs.at_scale(originals, scale, cfg)
     inputs.check_memory(cfg, (plan[-1].height, plan[-1].width), originals.styles)
     out = imageio.check_output_path(args.output, inputs=[args.content, *args.styles, *(args.mask or ()), cfg.run.init])
-    network, info, metadata = report.load_network(args, cfg)
+    network, info, metadata, cfg = report.load_network(args, cfg)
     steps = sum(s.steps for s in plan)  # over every scale when coarse-to-fine
     bar = report.Bar(args.quiet, steps, desc="stylize")
 

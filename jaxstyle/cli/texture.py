@@ -45,7 +45,7 @@ def run(args) -> int:
             print(f"jaxstyle: note: a tileable texture's sides are multiples of {min_size(cfg.recipe.style_layers)}: "
                   f"making it {tiled[1]}×{tiled[0]}", file=sys.stderr)
     out = imageio.check_output_path(args.output, inputs=[*args.styles, cfg.run.init])
-    network, info, metadata = report.load_network(args, cfg)
+    network, info, metadata, cfg = report.load_network(args, cfg)
     metadata["jaxstyle:texture"] = "tileable" if args.tileable else "plain"
     bar = report.Bar(args.quiet)
     try:

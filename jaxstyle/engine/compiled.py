@@ -52,15 +52,21 @@ def style_statistics(graphdef, recipe: Recipe, params, image):
     return {name: style.statistics(feats[name], recipe) for name in recipe.style_layers}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def finish_style(recipe: Recipe, stacked, blend: bool, weights):
-    """Blend statistics stacked over styles by ``weights`` (or keep them stacked: guided
-    regions), then derive what the loss needs from them once."""
+@jax.jit
+def blend_style(stacked, weights):
+    """Statistics stacked over styles, blended by ``weights`` (normalised to sum 1). Its own
+    program, so that what the loss derives from the blend (:func:`finish_style`) sees the
+    same numbers for a style alone and for that style blended with weight 0 (fused into one
+    program, XLA would contract the blend's products into the next operations)."""
+    w = weights / jnp.sum(weights)
+    return jax.tree.map(lambda a: jnp.tensordot(w.astype(a.dtype), a, axes=1), stacked)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def finish_style(recipe: Recipe, stats):
+    """What the recipe's style loss derives from target statistics, once (W2: Σ_s and Σ_s^½)."""
     finish = style.kind(recipe).finish
-    if blend:
-        w = weights / jnp.sum(weights)
-        stacked = jax.tree.map(lambda a: jnp.tensordot(w.astype(a.dtype), a, axes=1), stacked)
-    return {name: finish(v) for name, v in stacked.items()}
+    return {name: finish(v) for name, v in stats.items()}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -129,4 +135,4 @@ def finals(recipe: Recipe, state: StepState):
     return jnp.clip(pixels.to_rgb01(images, recipe.pixel_space), 0.0, 1.0)
 
 
-__all__ = ["BATCH_AXIS", "carry", "chunk", "features", "finals", "finish_style", "init_states", "style_statistics"]
+__all__ = ["BATCH_AXIS", "carry", "chunk", "blend_style", "features", "finals", "finish_style", "init_states", "style_statistics"]

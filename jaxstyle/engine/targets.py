@@ -64,8 +64,10 @@ def style_targets(network: VGG, styles_rgb01: Sequence, recipe: Recipe,
                                            pixels.from_rgb01(jnp.asarray(s), recipe.pixel_space))
                  for s in styles_rgb01]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_style)
-    weights = np.asarray(blend_weights if blend_weights is not None else (1.0,) * len(per_style), np.float32)
-    return compiled.finish_style(recipe, stacked, blend, jnp.asarray(weights))
+    if blend:
+        weights = np.asarray(blend_weights if blend_weights is not None else (1.0,) * len(per_style), np.float32)
+        stacked = compiled.blend_style(stacked, jnp.asarray(weights))
+    return compiled.finish_style(recipe, stacked)
 
 
 def _stack(trees: Sequence) -> dict:

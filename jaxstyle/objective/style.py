@@ -10,7 +10,7 @@ weighted sums of them (:func:`blend`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -77,12 +77,6 @@ def statistics(features: jax.Array, recipe: Recipe) -> dict[str, jax.Array]:
     return kind(recipe).statistics(features, recipe)
 
 
-def blend(stats: Sequence[Mapping[str, jax.Array]], weights: Sequence[float]) -> dict[str, jax.Array]:
-    """Σ_i w_i·stats_i with w normalised to sum 1 (neural-style-pt's multi-style blend)."""
-    total = float(sum(weights))
-    return jax.tree.map(lambda *xs: sum(w / total * x for w, x in zip(weights, xs)), *stats)
-
-
 def guided_statistics(features: jax.Array, mask: jax.Array, recipe: Recipe) -> dict[str, jax.Array]:
     """A region's statistics of H×W×C ``features`` under an H×W ``mask`` (:mod:`.guided`)."""
     h, w, c = features.shape
@@ -93,4 +87,4 @@ def guided_statistics(features: jax.Array, mask: jax.Array, recipe: Recipe) -> d
     return kind(recipe).weighted_statistics(f, weights, recipe)
 
 
-__all__ = ["Gram", "KINDS", "W2", "blend", "guided_statistics", "kind", "statistics"]
+__all__ = ["Gram", "KINDS", "W2", "guided_statistics", "kind", "statistics"]

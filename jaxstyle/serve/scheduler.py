@@ -30,6 +30,7 @@ import numpy as np
 
 from jaxstyle.errors import UserError
 from jaxstyle.io import image as imageio
+from jaxstyle.config import with_network
 from jaxstyle.serve import options as serve_options
 from jaxstyle.serve import slots
 from jaxstyle.serve.store import Store
@@ -128,7 +129,7 @@ class Scheduler:
         self.inbox: queue.Queue = queue.Queue()
         self._networks: dict = {}
         if network is not None:
-            self._networks[None] = (network, "given network")
+            self._networks[None] = (network, "given network", "raw")
         self._given = network is not None
         self.groups: dict[tuple, _Group] = {}
         self._turns: collections.deque = collections.deque()
@@ -204,6 +205,8 @@ class Scheduler:
 
     def _prepare(self, row: dict) -> _Job:
         cfg = serve_options.config_of(row["options"])
+        self._network(cfg)  # loaded once per weights; its kind moves the job's loss weights
+        cfg = with_network(cfg, self._networks[self._network_key(cfg)][2])
         content = imageio.load_image(self.store.blob_path(row["content"]), max_pixels=self.limits.max_pixels)
         styles = [imageio.load_image(self.store.blob_path(s), max_pixels=self.limits.max_pixels)
                   for s in row["styles"]]

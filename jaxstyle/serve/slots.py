@@ -45,12 +45,13 @@ class Prepared:
 
 
 def load_network(weights: str | None, cfg: Config):
-    """(network, one-line description) for a weights spec, as the CLI loads it."""
-    from jaxstyle.model.weights import load_vgg
+    """(network, one-line description, "raw" | "normalized") for a weights spec, as the CLI
+    loads it: Gatys' normalised network when the weights are not the preset's own."""
+    from jaxstyle.api.network import load
 
-    network, info = load_vgg(weights, model=cfg.recipe.model, source=cfg.weights_source, progress=False)
+    network, info, kind = load(weights, cfg)
     label = info.source if info.pretrained else f"{info.source} (random, not pretrained)"
-    return network, label
+    return network, label, kind
 
 
 def check_supported(cfg: Config) -> None:
