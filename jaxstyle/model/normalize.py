@@ -31,8 +31,6 @@ The factors are computed once per weights file and cached beside it in
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -40,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from jaxstyle.model.store import write_safetensors
 from jaxstyle.model.vgg import BLOCKS, build_vgg
 
 CALIBRATION_VERSION = "1"  # bump when the images or the procedure change: invalidates caches
@@ -130,7 +129,7 @@ def factors(arrays: Mapping[str, np.ndarray], convention: str, *, path=None) -> 
     """The normalisation factors of ``arrays``, read from / written to the cache beside ``path``
     (the weights file) when given. A cache that cannot be written is skipped silently: the
     factors are then recomputed on the next load (seconds, not an error)."""
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
 
     digest = arrays_sha256(arrays)
     cache = cache_path(path) if path else None
@@ -144,20 +143,13 @@ def factors(arrays: Mapping[str, np.ndarray], convention: str, *, path=None) -> 
                 cached = load_file(str(cache))
                 if set(cached) == set(conv_names(arrays)):
                     return {k: np.asarray(v, np.float64) for k, v in cached.items()}
-        except Exception:  # a damaged cache is recomputed, never trusted
+        except Exception:  # noqa: BLE001, S110 - a damaged cache of any kind is recomputed, never trusted
             pass
     result = factors_from_means(mean_activations(arrays, convention))
     if cache is not None:
         try:
-            fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                save_file({k: v.astype(np.float64) for k, v in result.items()}, tmp,
-                          metadata={"weights_sha256": digest, "convention": convention,
-                                    "calibration": CALIBRATION_VERSION})
-                os.replace(tmp, cache)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            write_safetensors(cache, {k: v.astype(np.float64) for k, v in result.items()},
+                              {"weights_sha256": digest, "convention": convention, "calibration": CALIBRATION_VERSION})
         except OSError:
             pass
     return result

