@@ -162,3 +162,16 @@ def test_the_result_is_the_averaged_iterate(images, net):
     ema = np.clip(value / (1 - accum), 0, 1)
     np.testing.assert_allclose(out, ema, rtol=0, atol=2e-6)
     assert np.abs(out - iterates[-1]).max() > 1e-3  # and it is not the last iterate
+
+
+def test_coarse_to_fine_in_caffe_pixels(images, net):
+    # The carry-over between scales clamps to the pixel box inside the compiled program; in
+    # Caffe pixels that box is not [0, 1] (a jnp computation there once failed to trace).
+    from jaxstyle.model.pixels import bounds
+
+    lo, hi = bounds("caffe")
+    np.testing.assert_allclose(lo, -np.array([103.939, 116.779, 123.68], np.float32), rtol=1e-6)
+    np.testing.assert_allclose(hi, 255 - np.array([103.939, 116.779, 123.68], np.float32), rtol=1e-6)
+    out = jaxstyle.stylize(images[0], images[1], network=net, preset="nspt", size=32, min_scale=16,
+                           initial_steps=2, steps=2, chunk=1)
+    assert out.shape == (24, 32, 3) and np.isfinite(out).all()

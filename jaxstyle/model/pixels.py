@@ -49,7 +49,12 @@ def network_input(x, space: str, convention: str):
 
 
 def bounds(space: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (low, high) of the RGB [0,1] box, expressed in ``space``."""
-    lo = np.asarray(from_rgb01(np.zeros(3, np.float32), space))
-    hi = np.asarray(from_rgb01(np.ones(3, np.float32), space))
-    return lo, hi
+    """Per-channel (low, high) of the RGB [0,1] box, expressed in ``space``.
+
+    Plain numpy, so that it is a constant inside a jitted function (a jnp computation there
+    would be traced)."""
+    lo, hi = np.zeros(3, np.float32), np.ones(3, np.float32)
+    if space == "rgb01":
+        return lo, hi
+    mean = np.asarray(CAFFE_MEAN_BGR, np.float32)
+    return lo[::-1] * 255.0 - mean, hi[::-1] * 255.0 - mean
