@@ -35,7 +35,6 @@ step (a ``Targets.patches`` field).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
@@ -57,6 +56,7 @@ from jaxstyle.objective import guided as guides
 from jaxstyle.objective import style as style_kind
 from jaxstyle.plan import inputs
 from jaxstyle.plan.scales import schedule
+
 
 def pull_push(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     """``image`` (H×W×3) with the pixels where ``known`` is 0 filled by masked averages
@@ -117,7 +117,6 @@ def read_hole(mask, shape: tuple[int, int]) -> np.ndarray:
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """``mask`` grown by ``radius`` px (chessboard distance), in numpy (no SciPy at runtime)."""
     out = np.asarray(mask, bool)
-    h, w = out.shape
     for _ in range(radius):
         grown = out.copy()
         grown[1:] |= out[:-1]
@@ -130,10 +129,12 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def ring_width(hole: np.ndarray, deepest: int) -> int:
     """How far around a hole the statistics are taken: about half the hole's typical
-    extent (so the ring's area is a few times the hole's), and at least one of the deepest
-    layer's pooling blocks, so that the deep layers see some whole blocks of known pixels."""
+    extent (so the ring's area is a few times the hole's), and at least a quarter of the
+    deepest layer's pooling block. Not more: on a small image a wider ring reaches other
+    regions (the hills below a hole in the sky), and the deep layers do without whole
+    blocks (see the fallback in :func:`fill`)."""
     area = float(hole.sum())
-    return int(max(deepest, np.ceil(0.5 * np.sqrt(area))))
+    return int(max(max(1, deepest // 4), np.ceil(0.5 * np.sqrt(area))))
 
 
 MAX_REGIONS = 8
@@ -212,7 +213,7 @@ def fill(
         plan = coarse_to_fine(w0, h0, run_cfg, deepest)
     rng = np.random.default_rng(cfg.run.seed)
 
-    def build(scale: Scale, previous: np.ndarray | None):
+    def build(scale: Scale, carried):
         h, w = scale.height, scale.width
         inputs.check_size((h, w), recipe, "inpainting", recipe.style_layers)
         img, hole = _at(image_u8, hole_full, scale)
@@ -232,19 +233,20 @@ def fill(
             for k in range(len(parts)):
                 # The target: positions whose whole pooling block lies in the part's ring
                 # (its neighbourhood: global statistics barely constrain a small hole); a
-                # deep layer of a small image may have none, then the whole known part,
-                # then shares.
+                # deep layer may have none, then each position weighted by its ring share
+                # (features of the smooth fill, so the hole adds no detail), then the
+                # whole known part.
                 m = ring_masks[name][k]
                 whole = (m >= 1 - 1e-6).astype(np.float32)
-                if not whole.any():
+                if whole.any():
+                    m = whole
+                elif not m.any():
                     m = known_masks[name][0]
-                    whole = (m >= 1 - 1e-6).astype(np.float32)
-                m = whole if whole.any() else m
                 per_part.append(style_kind.guided_statistics(feats[name], jnp.asarray(m), recipe))
             style_targets[name] = loss_kind.finish(jax.tree.map(lambda *xs: jnp.stack(xs), *per_part))
         fixed = Fixed(pixels.from_rgb01(jnp.asarray(img), recipe.pixel_space), jnp.asarray(hole[..., None], jnp.float32))
-        if previous is not None:  # the coarser scale's fill, resized
-            start = imageio.resize_to(previous, h, w, resample="bicubic")
+        if carried is not None:  # the coarser scale's fill at this size: its luminance, the membrane's colour
+            start = keep_colour(np.asarray(pixels.to_rgb01(carried[0], recipe.pixel_space)), img, hole)
         elif run_cfg.run.init == "random":
             start = rng.uniform(0, 1, img.shape)
         else:
@@ -254,23 +256,9 @@ def fill(
         targets = Targets(style=style_targets, masks=hole_masks, fixed=fixed)
         return Problem(recipe, network, targets, jnp.asarray(init), shared=("style", "masks", "fixed"))
 
-    # One solve per scale, each started from the previous fill resized in RGB [0, 1] and put
-    # back into the known pixels (scales.solve's own carry would do the same resize; here
-    # the start is also re-fixed outside the hole at the new size).
-    total = sum(s.steps for s in plan)
-    offset, result = 0, None
-    for scale in plan:
-        def report(progress, offset=offset):
-            callback(dataclasses.replace(progress, step=offset + progress.step, total=total))
-
-        local = [b - offset for b in boundaries if offset < b < offset + scale.steps]
-        problem, state = scales.solve(lambda sc, _init, prev=result: build(sc, prev), [scale], recipe,
-                                      callback=report if callback is not None else None, boundaries=local,
-                                      chunk=cfg.run.chunk)
-        result = loop.final_images(problem, state)[0]
-        img, hole = _at(image_u8, hole_full, scale)
-        result = keep_colour(result, img, hole)
-        offset += scale.steps
+    problem, state = scales.solve(build, plan, recipe, callback=callback, boundaries=boundaries, chunk=cfg.run.chunk)
+    img, hole = _at(image_u8, hole_full, plan[-1])
+    result = keep_colour(loop.final_images(problem, state)[0], img, hole)
     full = imageio.resize_to(result, h0, w0, resample="bicubic")
     out = image_u8.copy()
     out[hole_full] = imageio.to_uint8(np.clip(full, 0.0, 1.0))[hole_full]
@@ -316,5 +304,5 @@ def inpaint(
         raise UserError("--init for inpainting is 'content' (a smooth fill plus noise) or 'random'")
     image_u8 = inputs.as_uint8(image, "image")
     hole = read_hole(mask, image_u8.shape[:2])
-    network, _ = resolve(network, weights, cfg)
+    network, _, cfg = resolve(network, weights, cfg)
     return fill(image_u8, hole, cfg, network=network, callback=callback, boundaries=boundaries)

@@ -5,7 +5,7 @@
 - ``init_states``: fresh optimiser states for a batch of starting images;
 - ``chunk``: n optimisation steps for a batch of B ≥ 1 images, vmapped, optionally split
   over a mesh (shard_map), the state donated;
-- ``carry``: the state of one scale moved to the next (coarse-to-fine);
+- ``carry_image`` / ``carry_state``: one scale's result and state moved to the next;
 - ``finals``: the images to write, RGB in [0, 1].
 
 The :class:`~jaxstyle.config.Recipe` is the only static argument besides shapes of the
@@ -115,17 +115,23 @@ chunk = jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(8,))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def carry(recipe: Recipe, height: int, width: int, wrap: bool, state: StepState):
-    """(init, state) at the next scale: the result (the EMA when the recipe averages)
-    resized bicubically and clamped to the pixel box, a fresh state there, and whatever the
-    optimiser keeps across scales (Adam's moments, resized)."""
+def carry_image(recipe: Recipe, height: int, width: int, wrap: bool, state: StepState):
+    """The result (the EMA when the recipe averages) at the next scale's size: resized
+    bicubically and clamped to the pixel box."""
     images = jax.vmap(lambda s: result_image(s, recipe))(state)
     lo, hi = pixels.bounds(recipe.pixel_space)
-    init = jnp.clip(resize(images, height, width, "bicubic", wrap), lo, hi)
+    return jnp.clip(resize(images, height, width, "bicubic", wrap), lo, hi)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def carry_state(recipe: Recipe, wrap: bool, state: StepState, init):
+    """A fresh state at ``init`` (the next scale's start) that keeps what the optimiser
+    carries across scales (Adam's moments, resized)."""
+    height, width = init.shape[1:3]
     fresh = jax.vmap(lambda x: init_state(x, recipe))(init)
     kept = optimizers.kind(recipe).carry(state.opt_state, fresh.opt_state,
                                          lambda x, kind: resize(x, height, width, kind, wrap))
-    return init, fresh._replace(opt_state=kept)
+    return fresh._replace(opt_state=kept)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -135,4 +141,4 @@ def finals(recipe: Recipe, state: StepState):
     return jnp.clip(pixels.to_rgb01(images, recipe.pixel_space), 0.0, 1.0)
 
 
-__all__ = ["BATCH_AXIS", "carry", "chunk", "blend_style", "features", "finals", "finish_style", "init_states", "style_statistics"]
+__all__ = ["BATCH_AXIS", "carry_image", "carry_state", "chunk", "blend_style", "features", "finals", "finish_style", "init_states", "style_statistics"]

@@ -53,8 +53,9 @@ def run(build: Build, scales: Sequence[Scale], recipe: Recipe, *, mesh=None, chu
         if state is None:
             problem, start = build(scale, None), None
         else:
-            init, start = compiled.carry(recipe, scale.height, scale.width, wrap, state)
-            problem = build(scale, init)
+            init = compiled.carry_image(recipe, scale.height, scale.width, wrap, state)
+            problem = build(scale, init)  # it may change the start (inpainting re-fixes it)
+            start = compiled.carry_state(recipe, wrap, state, problem.init)
         local = [b - offset for b in boundaries if offset < b < offset + scale.steps]
         last = None
         for p in loop.iterate(problem, steps=scale.steps, state=start, mesh=mesh, chunk=chunk, boundaries=local):

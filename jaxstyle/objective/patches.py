@@ -1,0 +1,111 @@
+"""Neural patch (MRF) loss for inpainting (Li & Wand 2016, "Combining Markov random fields
+and convolutional neural networks for image synthesis", eq. 2; used for inpainting by Yang
+et al., CVPR 2017, "High-resolution image inpainting using multi-scale neural patch
+synthesis").
+
+At one layer, every p×p×C feature patch Ψ_m(x) centred on a hole position m is matched to
+the target patch (taken from known pixels around the hole) with the highest normalised
+cross-correlation, and pulled towards it:
+
+    E = Σ_m w_m ‖Ψ_m(x) − Ψ_NN(m)‖² / (Σ_m w_m · p²C),
+    NN(m) = argmax_k ⟨Ψ_m(x), Ψ_k⟩ / (‖Ψ_m(x)‖ ‖Ψ_k‖).
+
+The match is recomputed at every evaluation (inside the compiled step) and, as in Li &
+Wand, treated as a constant when differentiating. Deviations: the loss is a weighted mean
+(so its size does not depend on the hole's area or the layer's width) and positions carry
+weights w_m (a hole pixel's share of the position), where Li & Wand sum over all positions.
+
+Host-side preparation (which positions, which target patches) is :func:`patch_centres` and
+:func:`target_patches`; :func:`patch_loss` is the pure term the step evaluates.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+EPS = 1e-8
+
+
+def offsets(width: int, size: int) -> np.ndarray:
+    """Flat offsets of a size×size patch's cells from its centre, in a row-major grid of
+    ``width`` columns (row by row, so patches flatten as (p, p, C))."""
+    r = size // 2
+    return np.array([dy * width + dx for dy in range(-r, r + 1) for dx in range(-r, r + 1)], np.int32)
+
+
+def gather(features: jax.Array, centres: jax.Array, size: int) -> jax.Array:
+    """(M, size²·C) patches of H×W×C ``features`` at flat ``centres`` (each at least
+    size//2 from every edge: the caller's job, see :func:`patch_centres`)."""
+    h, w, c = features.shape
+    flat = features.reshape(h * w, c)
+    idx = centres[:, None] + jnp.asarray(offsets(w, size))[None]
+    return flat[idx].reshape(centres.shape[0], size * size * c)
+
+
+def _unit(x: jax.Array) -> jax.Array:
+    return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + EPS)
+
+
+def patch_loss(
+    features: jax.Array, targets: jax.Array, centres: jax.Array, weights: jax.Array, size: int = 3
+) -> jax.Array:
+    """The MRF term of one image at one layer (see module doc).
+
+    features: (H, W, C); targets: (K, size²·C) raw target patches; centres: (M,) int flat
+    positions of the free patches; weights: (M,) ≥ 0.
+    """
+    f = features.astype(jnp.promote_types(features.dtype, jnp.float32))
+    t = targets.astype(f.dtype)
+    q = gather(f, centres, size)
+    nn = jnp.argmax(jax.lax.stop_gradient(_unit(q)) @ _unit(t).T, axis=1)
+    err = jnp.mean(jnp.square(q - t[nn]), axis=1)
+    w = weights.astype(f.dtype)
+    return jnp.sum(w * err) / jnp.maximum(jnp.sum(w), EPS)
+
+
+# ----------------------------------------------------------------------- host side
+
+
+def valid_centres(h: int, w: int, size: int) -> np.ndarray:
+    """(h, w) bool: positions where a whole size×size patch fits."""
+    r = size // 2
+    ok = np.zeros((h, w), bool)
+    ok[r:h - r, r:w - r] = True
+    return ok
+
+
+def patch_centres(hole_share: np.ndarray, size: int = 3, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(centres, weights): the flat positions whose patch touches the hole at a layer, and
+    each one's weight (the largest hole share under its patch). ``hole_share`` is the hole
+    mask pooled to the layer (h, w) in [0, 1]. ``limit`` keeps that many, evenly spaced."""
+    h, w = hole_share.shape
+    r = size // 2
+    pad = np.pad(hole_share, r)
+    touched = np.max([pad[i:i + h, j:j + w] for i in range(size) for j in range(size)], axis=0)
+    sel = (touched > 0) & valid_centres(h, w, size)
+    centres = np.flatnonzero(sel).astype(np.int32)
+    weights = touched.reshape(-1)[centres].astype(np.float32)
+    if limit is not None and len(centres) > limit:
+        keep = np.linspace(0, len(centres) - 1, limit).round().astype(int)
+        centres, weights = centres[keep], weights[keep]
+    return centres, weights
+
+
+def target_patches(features: np.ndarray, known_share: np.ndarray, ring: np.ndarray, size: int = 3,
+                   limit: int = 1024) -> np.ndarray:
+    """(K, size²·C) patches of ``features`` (h, w, C) centred in the ``ring`` (h, w bool)
+    whose every cell is wholly known (``known_share`` = 1), at most ``limit`` of them, evenly
+    spaced. Empty (0, size²·C) when there are none."""
+    h, w, c = features.shape
+    r = size // 2
+    full = known_share >= 1 - 1e-6
+    pad = np.pad(full, r)
+    all_known = np.min([pad[i:i + h, j:j + w] for i in range(size) for j in range(size)], axis=0)
+    sel = np.flatnonzero(ring & all_known & valid_centres(h, w, size))
+    if len(sel) > limit:
+        sel = sel[np.linspace(0, len(sel) - 1, limit).round().astype(int)]
+    flat = np.asarray(features, np.float32).reshape(h * w, c)
+    idx = sel[:, None] + offsets(w, size)[None]
+    return flat[idx].reshape(len(sel), size * size * c)
