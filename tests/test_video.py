@@ -486,3 +486,157 @@ def test_cli_two_styles_write_one_output_each(tmp_path, style_png, tiny_weights)
     assert _main(["video", CLIP, style_png, other, "-o", named, "--frames", "0:2", "--weights", tiny_weights,
                   *CLI]) == 0
     assert (tmp_path / "n_wave.gif").exists() and (tmp_path / "n_other.gif").exists()
+
+
+# ------------------------------------------------------------------ multi-pass (Ruder §3.3)
+
+
+def _np_warp(img, flow):
+    """Bilinear backward warp in numpy float64, border replicated (positions clamped)."""
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    x = np.clip(xs + flow[..., 0], 0, w - 1)
+    y = np.clip(ys + flow[..., 1], 0, h - 1)
+    x0, y0 = np.minimum(np.floor(x).astype(int), w - 2), np.minimum(np.floor(y).astype(int), h - 2)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    img = img.astype(np.float64)
+    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
+    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+class _KnownFlows:
+    """A flow cache that knows only the given pairs (current, neighbour) → (flow, c): asking
+    for another pair (a wrong direction) fails the test."""
+
+    def __init__(self, pairs):
+        key = lambda u8: flowio.frame_key(u8.astype(np.float32) / 255)  # the loop's float content
+        self.pairs = {(key(a), key(b)): v for a, b, v in pairs}
+
+    def pair(self, current, previous):
+        return self.pairs[flowio.frame_key(current), flowio.frame_key(previous)]
+
+
+@pytest.mark.parametrize("j", [2, 3])
+def test_later_pass_starts_from_ruders_blend(tmp_path, net, j):
+    """Pass 2 (backward) and 3 (forward) over a synthetic 3-frame clip with known flows and
+    masks, with 0 steps: each frame is exactly its start, which must be
+    δ·c·ω(x_n^(j)) + (1 − δ + δ(1 − c))·x_i^(j−1), computed here in numpy float64 (and
+    quantised to 8 bits like the frames on disk); the first frame in the direction is its
+    previous result."""
+    from jaxstyle.api.video import FrameStore, VideoSettings, later_pass
+    from jaxstyle.config import make_config, replace
+
+    h, w = 24, 32
+    rng = np.random.default_rng(12)
+    contents = [(smooth_image(h, w, seed=20 + k) * 255).astype(np.uint8) for k in range(3)]
+    own = [(smooth_image(h, w, seed=30 + k) * 255).astype(np.uint8) for k in range(3)]
+    order = [2, 1, 0] if j == 2 else [0, 1, 2]
+    flows, pairs = {}, []
+    for k in (1, 2):
+        i, n = order[k], order[k - 1]
+        flow = np.zeros((h, w, 2), np.float32)
+        flow[..., 0], flow[..., 1] = 1.5 * k, -0.75  # a sub-pixel shift, leaving the frame at one side
+        c = (rng.random((h, w, 1)) > 0.3).astype(np.float32)
+        flows[i] = (flow, c)
+        pairs.append((contents[i], contents[n], (flow, c)))
+    cstore, prev, out = (FrameStore(tmp_path / name, "fp") for name in ("content", "prev", "out"))
+    for k in range(3):
+        cstore.save(k, contents[k])
+        prev.save(k, own[k])
+    cfg = make_config("gatys", size=w, steps=4, **LAYERS)
+    cfg = replace(cfg, temporal_weight=1e3)
+    settings = VideoSettings(passes=3, pass_steps=0)
+    style = smooth_image(40, 40, seed=7)
+    made = dict(later_pass(j, [0, 1, 2], [style], cfg, settings, net, flows=_KnownFlows(pairs), contents=cstore,
+                           previous=[prev], stores=[out], cache={}))
+    assert sorted(made) == [0, 1, 2]
+    ref = {}
+    for k, i in enumerate(order):
+        x_prev = own[i].astype(np.float64) / 255
+        if k == 0:
+            start = x_prev
+        else:
+            flow, c = flows[i]
+            warped = _np_warp(ref[order[k - 1]], flow.astype(np.float64))
+            start = 0.5 * c * warped + (1 - 0.5 + 0.5 * (1 - c)) * x_prev
+        ref[i] = np.round(np.clip(start, 0, 1) * 255) / 255  # what is written and warped next
+        got = out.load(i).astype(np.float64) / 255
+        assert np.abs(got - ref[i]).max() <= 1.01 / 255, f"frame {i}"
+        np.testing.assert_allclose(made[i][0], got, atol=1e-6)  # yielded = written
+    # the blend really mixed in the neighbour: far from the frame's own previous result
+    assert np.abs(ref[order[2]] - own[order[2]] / 255).max() > 0.1
+
+
+def test_cli_two_passes_keep_fps_count_and_audio(tmp_path, style_png, tiny_weights, capsys):
+    src = _clip_with_audio(tmp_path / "in.mp4", frames=5, fps=12)
+    out = tmp_path / "out" / "styled.mp4"
+    assert _main(["video", src, style_png, "-o", out, "--json", "--passes", "2", "--weights", tiny_weights,
+                  *CLI]) == 0
+    assert videoio.probe(out) == (Fraction(12), 5, True)
+    assert json.loads(capsys.readouterr().out)["frames"] == 5
+    assert sorted(p.name for p in out.parent.iterdir()) == ["styled.mp4"]  # no work files left
+    folder = tmp_path / "frames"
+    assert _main(["video", src, style_png, "-o", folder, "--passes", "3", "--pass-steps", "1",
+                  "--weights", tiny_weights, *CLI]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == [".jaxstyle-video.jsonl"] + [f"{i:06d}.png" for i in range(5)]
+
+
+def test_bad_passes_are_one_line(tmp_path, style_png, tiny_weights, capsys):
+    for flag, value in (("--passes", "0"), ("--pass-steps", "-1")):
+        assert _main(["video", CLIP, style_png, "-o", tmp_path / "o.mp4", flag, value, "--weights", tiny_weights,
+                      *CLI]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0]
+
+
+@pytest.mark.slow
+def test_resume_in_the_middle_of_pass_two(tmp_path, style_png, tiny_weights, monkeypatch):
+    """Kill -9 during pass 2 (backward); the rerun makes only pass 2's missing frames (pass 1
+    is read back), and the result equals an uninterrupted run."""
+    import jaxstyle.api.video as video_api
+
+    out = tmp_path / "out"
+    argv = ["video", CLIP, style_png, "-o", out, "--frames", "0:8", "--passes", "2", "--weights", tiny_weights,
+            *CLI]
+    env = dict(os.environ, JAXSTYLE_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen([sys.executable, "-m", "jaxstyle", *map(str, argv)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    record = out / ".jaxstyle-video.jsonl"  # the last pass is written into the output folder
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if record.exists() and len(record.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    pass1 = out / ".jaxstyle-passes" / "pass1" / ".jaxstyle-video.jsonl"
+    assert len(pass1.read_text().splitlines()) == 8
+    early = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    done = [json.loads(x)["frame"] for x in record.read_text().splitlines()]
+    assert 2 <= len(done) < 8, "the run finished or never reached pass 2 before the kill"
+    assert done == list(range(7, 7 - len(done), -1))  # pass 2 runs backward
+    solved = []
+    real_solve = video_api.solve
+
+    def counting_solve(*a, frame, **k):
+        solved.append(frame)
+        return real_solve(*a, frame=frame, **k)
+
+    monkeypatch.setattr(video_api, "solve", counting_solve)
+    monkeypatch.setenv("JAXSTYLE_HOME", env["JAXSTYLE_HOME"])
+    assert _main(argv) == 0
+    assert solved == list(range(7 - len(done), -1, -1))  # only pass 2's missing frames, backward
+    assert not (out / ".jaxstyle-passes").exists()
+    for name, mtime in early.items():
+        assert (out / name).stat().st_mtime_ns == mtime, f"{name} was made again"
+    lines = [json.loads(x)["frame"] for x in record.read_text().splitlines()]
+    assert sorted(lines) == list(range(8))
+    full = tmp_path / "full"
+    assert _main(["video", CLIP, style_png, "-o", full, "--frames", "0:8", "--passes", "2", "--weights",
+                  tiny_weights, *CLI]) == 0
+    from jaxstyle.io.image import load_image
+
+    for i in range(8):
+        a, b = load_image(out / f"{i:06d}.png"), load_image(full / f"{i:06d}.png")
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -19,17 +19,23 @@ pixel held to the closest frame where it is reliable). Σ_j c_j (x − ω_j)² e
 C (x − Ω)² plus a constant, with C = Σ_j c_j and Ω = Σ_j c_j ω_j / C, so one (Ω, C) pair is
 handed to the step: the same gradient, one term.
 
-With ``output`` every finished frame is written atomically and recorded (see
-:class:`FrameStore`); a rerun continues after the last recorded frame.
+Multi-pass (``passes=N``, Ruder et al. IJCV 2018 §3.3): pass 1 is the above; pass j ≥ 2 runs
+backward (even j) or forward (odd j) over the clip, frame i starting from
+``δ·c·ω(x_n^(j)) + (1 − δ + δ(1 − c))·x_i^(j−1)`` (δ = 0.5; x_n^(j) the frame made just
+before in this pass, warped into frame i) and held to that neighbour by the temporal term,
+for ``pass_steps`` steps. Every pass is a folder of PNGs on disk (the next pass reads it
+frame by frame); the last pass is the output.
+
+With ``output`` every finished frame (of every pass) is written atomically and recorded (see
+:class:`FrameStore`); a rerun continues after the last recorded frame, in its pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
@@ -40,6 +46,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle.api.network import resolve
+from jaxstyle.api.video_output import (
+    FrameStore,
+    digest,
+    encode,
+    identity,
+    load_all,
+    open_stores,
+    output_paths,
+    save_all,
+    work_folder,
+)
 from jaxstyle.config import Config, make_config, replace
 from jaxstyle.engine import loop
 from jaxstyle.engine.targets import Temporal, batch_problem
@@ -67,7 +84,15 @@ class VideoSettings:
     long_term: int = 1  # earlier frames held (1: short-term only)
     first_frame_steps: int | None = None  # None: --steps
     frames: tuple[int, int | None] = (0, None)  # [start, stop) of the source
-    passes: int = 1
+    passes: int = 1  # Ruder's multi-pass: forward, backward, forward, …
+    pass_steps: int | None = None  # steps per frame in passes 2…; None: --steps // 2
+
+    def check(self) -> None:
+        if self.passes < 1:
+            raise UserError(f"--passes must be >= 1, got {self.passes}")
+        if self.pass_steps is not None and self.pass_steps < 0:
+            raise UserError(f"--pass-steps must be >= 0, got {self.pass_steps}")
+        self.offsets()
 
     def weight(self, cfg: Config) -> float:
         w = DEFAULT_TEMPORAL_WEIGHT[cfg.recipe.pixel_space] if self.temporal_weight is None else self.temporal_weight
@@ -79,63 +104,6 @@ class VideoSettings:
         if self.long_term < 1 or self.long_term > len(LONG_TERM_OFFSETS):
             raise UserError(f"--long-term must be 1..{len(LONG_TERM_OFFSETS)}, got {self.long_term}")
         return LONG_TERM_OFFSETS[: self.long_term]
-
-
-# ------------------------------------------------------------------ resumable frame store
-
-
-class FrameStore:
-    """Stylized frames of one output as numbered PNGs in ``folder`` plus a record.
-
-    Frame ``i`` of the source is ``folder/{i:06d}.png``. It is written atomically, *then* a
-    line ``{"frame": i, "fingerprint": …}`` is appended to ``folder/.jaxstyle-video.jsonl``
-    and fsynced. Frames count as finished only when they are recorded with the run's
-    fingerprint and exist, so a run killed at any moment resumes from its last finished
-    frame, and another clip, style or option set starts over.
-    """
-
-    RECORD = ".jaxstyle-video.jsonl"
-
-    def __init__(self, folder: Path, fingerprint: str):
-        self.folder, self.fingerprint = Path(folder), fingerprint
-        self.record = self.folder / self.RECORD
-
-    def path(self, i: int) -> Path:
-        return self.folder / f"{i:06d}.png"
-
-    def finished(self) -> set[int]:
-        """Frames recorded with this fingerprint whose files exist. Call once, before saving."""
-        done = set()
-        try:
-            text = self.record.read_text()
-        except OSError:
-            return done
-        if text and not text.endswith("\n"):
-            # kill -9 mid-line: end the torn line so the next record starts on its own.
-            with open(self.record, "a") as f:
-                f.write("\n")
-        lines = text.splitlines()
-        for line in lines:
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue  # a torn last line after kill -9
-            if r.get("fingerprint") == self.fingerprint and self.path(int(r["frame"])).exists():
-                done.add(int(r["frame"]))
-        return done
-
-    def save(self, i: int, rgb01: np.ndarray) -> np.ndarray:
-        """Write frame ``i``; returns it as read back (uint8), for exact resumes."""
-        u8 = imageio.to_uint8(rgb01)
-        imageio.save_image(self.path(i), u8)
-        with open(self.record, "a") as f:
-            f.write(json.dumps({"frame": i, "fingerprint": self.fingerprint}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        return u8
-
-    def load(self, i: int) -> np.ndarray:
-        return imageio.load_image(self.path(i))
 
 
 # ------------------------------------------------------------------ the solver
@@ -187,28 +155,35 @@ def temporal_target(previous: dict[int, np.ndarray], flows: dict[int, tuple], of
 def frame_loop(frames: Iterator[tuple[int, np.ndarray]], styles_f: Sequence[np.ndarray], cfg: Config,
                settings: VideoSettings, network, *, flows: flowio.FlowCache, stores: Sequence[FrameStore] = (),
                init_u8: np.ndarray | None = None, should_stop: Callable[[], bool] | None = None,
-               callback: Callable[[dict], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, (B,H,W,3) RGB [0,1]) per frame; frames already finished in ``stores`` are
-    read back instead of made again. ``cfg.recipe.temporal_weight`` weighs the temporal term."""
-    if settings.passes != 1:
-        raise UserError("--passes > 1 (Ruder's multi-pass) is not implemented yet; use --passes 1")
+               callback: Callable[[dict], None] | None = None, content_store: FrameStore | None = None,
+               cache: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """The first (or only) pass: (index, (B,H,W,3) RGB [0,1]) per frame, in source order;
+    frames already finished in ``stores`` are read back instead of made again.
+    ``cfg.recipe.temporal_weight`` weighs the temporal term. ``content_store``: also keep
+    the resized content frames (uint8, lossless), which the later passes read backwards."""
     tweight = cfg.recipe.temporal_weight
     offsets = settings.offsets() if tweight > 0 else ()
     keep = max(offsets, default=0)
     done = set.intersection(*(s.finished() for s in stores)) if stores else set()
     b = len(styles_f)
-    cache: dict = {}  # style statistics, once per clip
+    cache = {} if cache is None else cache  # style statistics, once per clip
+    kept = content_store.finished() if content_store is not None else set()
     contents: deque = deque(maxlen=keep + 1)  # (index, content float) of recent frames
     results: deque = deque(maxlen=keep)  # (index, (B,H,W,3)) stylized, recent
     first, resuming = None, True
     for i, frame in frames:
-        content = imageio.to_float(imageio.resize_long_side(frame, cfg.run.size))
+        small = imageio.resize_long_side(frame, cfg.run.size)
+        content = imageio.to_float(small)
+        if content_store is not None and i not in kept:
+            content_store.save(i, small)  # before the frame: a finished frame always has its content
         if first is None:
             first = i
             inputs.check_size(content.shape, cfg.recipe, "content")
             inputs.check_memory(cfg, content.shape[:2], batch=b)
         if resuming and i in done:
-            out = np.stack([imageio.to_float(s.load(i)) for s in stores])
+            out = load_all(stores, i)
+            if callback is not None:
+                callback({"frame": i, "pass": 1, "steps": 0, "terms": {}, "resumed": True})
         else:
             resuming = False
             back = {i - idx: r for idx, r in results}
@@ -229,10 +204,9 @@ def frame_loop(frames: Iterator[tuple[int, np.ndarray]], styles_f: Sequence[np.n
                     steps = settings.first_frame_steps
             out, terms = solve(network, cfg, content, styles_f, init, steps, tmp, frame=i, cache=cache)
             if stores:
-                # What is on disk is what the next frame warps, so a resumed run is exact.
-                out = np.stack([imageio.to_float(s.save(i, o)) for s, o in zip(stores, out)])
+                out = save_all(stores, i, out)
             if callback is not None:
-                callback({"frame": i, "steps": steps, "terms": terms})
+                callback({"frame": i, "pass": 1, "steps": steps, "terms": terms})
         contents.append((i, content))
         if keep:
             results.append((i, out))
@@ -241,64 +215,109 @@ def frame_loop(frames: Iterator[tuple[int, np.ndarray]], styles_f: Sequence[np.n
             return
 
 
-# ------------------------------------------------------------------ outputs and the API
+# ------------------------------------------------------------------ the later passes
+
+# Ruder et al. (IJCV 2018, §3.3, "multi-pass algorithm"): δ, the share of the neighbour's warp
+# in the blend where the flow is reliable.
+BLEND_DELTA = 0.5
 
 
-def _digest(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\0")
-    return h.hexdigest()[:24]
+def blend_init(own: np.ndarray, warped: np.ndarray, reliable: np.ndarray, delta: float = BLEND_DELTA) -> np.ndarray:
+    """Ruder's multi-pass start for frame i in pass j > 1:
+    ``δ·c·ω(x_n^(j)) + (1 − δ + δ·(1 − c))·x_i^(j−1)``, ``ω(x_n^(j))`` = ``warped`` (the
+    neighbour made just before in this pass, warped into frame i), ``x_i^(j−1)`` = ``own``
+    (frame i's result from the previous pass), ``c`` = ``reliable`` (H×W×1). Where the flow
+    is unreliable the frame keeps its own result."""
+    return delta * reliable * warped + (1.0 - delta + delta * (1.0 - reliable)) * own
 
 
-def _identity(x) -> str:
-    if isinstance(x, np.ndarray):
-        return "array:" + hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()[:24]
-    p = Path(x)
-    st = p.stat()
-    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+def later_pass(j: int, indices: Sequence[int], styles_f: Sequence[np.ndarray], cfg: Config,
+               settings: VideoSettings, network, *, flows: flowio.FlowCache, contents: FrameStore,
+               previous: Sequence[FrameStore], stores: Sequence[FrameStore], cache: dict,
+               should_stop: Callable[[], bool] | None = None,
+               callback: Callable[[dict], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Pass ``j`` ≥ 2 of Ruder's multi-pass algorithm over the frames ``indices`` (source
+    order): backward for even ``j``, forward for odd. Frame i starts from :func:`blend_init`
+    of its result in ``previous`` (pass j−1) and the frame made just before it in this pass,
+    and is held by the temporal term to that neighbour; the first frame in the direction
+    starts from its previous result alone. Everything is read from disk (the content frames
+    from ``contents``), one frame at a time. Frames finished in ``stores`` are read back.
+
+    Deviation from Ruder: the later passes hold each frame to its neighbour only (short-term);
+    ``--long-term`` applies to the first pass.
+    """
+    order = list(indices) if j % 2 else list(reversed(indices))
+    done = set.intersection(*(s.finished() for s in stores))
+    space, tweight = cfg.recipe.pixel_space, cfg.recipe.temporal_weight
+    steps = settings.pass_steps if settings.pass_steps is not None else cfg.run.steps // 2
+    neighbour = None  # (content, (B,H,W,3)) of the frame made just before, in this pass
+    resuming = True
+    for i in order:
+        content = imageio.to_float(contents.load(i))
+        if resuming and i in done:
+            out = load_all(stores, i)
+            if callback is not None:
+                callback({"frame": i, "pass": j, "steps": 0, "terms": {}, "resumed": True})
+        else:
+            resuming = False
+            own = load_all(previous, i)
+            tmp = None
+            if neighbour is None:
+                init = own
+            else:
+                # The flow from frame i to its neighbour pulls the neighbour into frame i: the
+                # first pass's backward flow in a forward pass, its forward flow in a backward
+                # one (computed once per direction, then read from the flow cache).
+                flow, reliable = flows.pair(content, neighbour[0])
+                omega, weight, warped = temporal_target({1: neighbour[1]}, {1: (flow, reliable)}, (1,), space)
+                init = blend_init(own, np.asarray(warped), reliable)
+                if tweight > 0:
+                    tmp = (omega, weight)
+            init = pixels.from_rgb01(jnp.asarray(init, jnp.float32), space)
+            out, terms = solve(network, cfg, content, styles_f, init, steps, tmp, frame=i, cache=cache)
+            out = save_all(stores, i, out)
+            if callback is not None:
+                callback({"frame": i, "pass": j, "steps": steps, "terms": terms})
+        neighbour = (content, out)
+        yield i, out
+        if should_stop is not None and should_stop():
+            return
 
 
-def style_name(style, index: int) -> str:
-    return Path(style).stem if not isinstance(style, np.ndarray) else f"style{index}"
+def run_passes(frames: Iterator[tuple[int, np.ndarray]], styles_f: Sequence[np.ndarray], cfg: Config,
+               settings: VideoSettings, network, *, flows: flowio.FlowCache, finals: Sequence[FrameStore],
+               works: Sequence[Path], fingerprints: Sequence[str], init_u8: np.ndarray | None = None,
+               should_stop: Callable[[], bool] | None = None,
+               callback: Callable[[dict], None] | None = None) -> list[int] | None:
+    """Ruder's multi-pass algorithm: pass 1 (:func:`frame_loop`) then :func:`later_pass`
+    2 … ``settings.passes``, alternating direction. Pass j < N of style k is kept in
+    ``works[k]/pass{j}``, the last in ``finals[k]``, the content frames in
+    ``works[0]/content``, each a resumable :class:`FrameStore`. Returns the frame indices
+    (source order), or None when ``should_stop`` stopped it."""
+    n = settings.passes
+    chain = [[FrameStore(w / f"pass{j}", fp) for w, fp in zip(works, fingerprints)] for j in range(1, n)]
+    chain.append(list(finals))
+    contents = FrameStore(works[0] / "content", fingerprints[0])
+    for store in [contents, *(s for stores in chain for s in stores)]:
+        store.folder.mkdir(parents=True, exist_ok=True)
+    stopped = (lambda: False) if should_stop is None else should_stop
+    cache: dict = {}  # style statistics, once for all passes
+    indices = [i for i, _ in frame_loop(frames, styles_f, cfg, settings, network, flows=flows, stores=chain[0],
+                                        init_u8=init_u8, should_stop=should_stop, callback=callback,
+                                        content_store=contents, cache=cache)]
+    if stopped():
+        return None
+    for j in range(2, n + 1):
+        for _ in later_pass(j, indices, styles_f, cfg, settings, network, flows=flows, contents=contents,
+                            previous=chain[j - 2], stores=chain[j - 1], cache=cache, should_stop=should_stop,
+                            callback=callback):
+            pass
+        if stopped():
+            return None
+    return indices
 
 
-def output_paths(output: str | os.PathLike, styles: Sequence, source_is_video: bool,
-                 video_suffix: str = ".mp4") -> list[Path]:
-    """One output per style: ``output`` itself for one style; ``{style}`` filled in; else a
-    folder with ``<style>.<suffix>`` (video input) or ``<style>/`` (frames) in it."""
-    text = os.fspath(output)
-    names = [style_name(s, k) for k, s in enumerate(styles)]
-    if len(set(names)) != len(names):
-        names = [f"{n}-{k}" for k, n in enumerate(names)]
-    if len(styles) == 1:
-        return [Path(text.replace("{style}", names[0]))]
-    if "{style}" in text:
-        return [Path(text.replace("{style}", n)) for n in names]
-    if videoio.is_video_file(text):
-        raise UserError(f"{text!r}: {len(styles)} styles need a folder or a name with {{style}} in it")
-    return [Path(text) / (n + video_suffix if source_is_video else n) for n in names]
-
-
-def store_folder(out: Path) -> Path:
-    """Where the frames of ``out`` are kept while it is made (the folder itself for frames)."""
-    if videoio.is_video_file(out):
-        return out.with_name(f".{out.name}.frames")
-    return out
-
-
-def encode(store: FrameStore, indices: Sequence[int], out: Path, fps, *, audio_from=None,
-           audio_range=(0.0, None)) -> Path:
-    """Encode the stored frames ``indices`` into the video ``out`` (atomic), audio copied."""
-    writer = videoio.VideoWriter(out, fps, audio_from=audio_from, audio_range=audio_range)
-    try:
-        for i in indices:
-            writer.write(store.load(i))
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+# ------------------------------------------------------------------ the API
 
 
 def stylize_video(
@@ -312,6 +331,7 @@ def stylize_video(
     temporal_weight: float | None = None,
     long_term: int = 1,
     passes: int = 1,
+    pass_steps: int | None = None,
     first_frame_steps: int | None = None,
     frames: tuple[int, int | None] | None = None,
     fps: float | None = None,
@@ -322,7 +342,8 @@ def stylize_video(
     config: Config | None = None,
     **options,
 ) -> Iterator[np.ndarray]:
-    """Stylize a clip frame by frame with Ruder's temporal loss; yields each frame as made.
+    """Stylize a clip frame by frame with Ruder's temporal loss; yields each frame as made
+    (with ``passes`` > 1: every frame of the last pass, in source order, when it is done).
 
     ``frames_or_path``: a video file, a folder or glob of frames, or an iterable of H×W×3
     arrays. ``styles``: one style (path or array; yields H×W×3 float32 RGB [0,1]) or a list
@@ -333,15 +354,21 @@ def stylize_video(
     resumably; a video file is encoded when the last frame is done. ``flow_cache``: folder
     for flows (default ``$JAXSTYLE_HOME/flow/<clip hash>`` for files, none for arrays).
     ``config``: a ready :class:`Config` instead of ``preset`` and ``options``.
+    ``passes``: Ruder's multi-pass algorithm (alternating direction; ``pass_steps`` steps per
+    frame after the first pass, default ``steps // 2``); its work is kept on disk beside the
+    output (in a temporary folder without ``output``), never the whole clip in memory.
     """
     cfg = config if config is not None else make_config(preset, **options)
+    if passes > 1 and pass_steps is None:
+        pass_steps = cfg.run.steps // 2  # resolved here so the fingerprint sees the number
     settings = VideoSettings(temporal_weight, long_term, first_frame_steps,
-                             tuple(frames) if frames is not None else (0, None), passes)
+                             tuple(frames) if frames is not None else (0, None), passes,
+                             pass_steps if passes > 1 else None)
+    settings.check()
     cfg = replace(cfg, temporal_weight=settings.weight(cfg))
     if cfg.run.min_scale or cfg.run.preserve_color is not None:
         raise UserError("jaxstyle video has no coarse-to-fine or colour control yet: use --preset gatys or nspt "
                         "(not quality), without --min-scale or --preserve-color")
-    settings.offsets()
     single = not isinstance(styles, (list, tuple))
     style_list = [styles] if single else list(styles)
     if not style_list:
@@ -362,40 +389,48 @@ def stylize_video(
         frame_iter = ((i, inputs.as_uint8(np.asarray(f), "frame")) for i, f in enumerate(frames_or_path)
                       if i >= start and (stop is None or i < stop))
         clip = None
-    network, info = resolve(network, weights, cfg)
+    network, info, cfg = resolve(network, weights, cfg)
     if info is not None:
         weights_key = weights_key or info.source
     if flow_cache is None and clip is not None:
-        flow_cache = home() / "flow" / _digest(clip, cfg.run.size, flowio.CACHE_VERSION)
+        flow_cache = home() / "flow" / digest(clip, cfg.run.size, flowio.CACHE_VERSION)
     flows = flowio.FlowCache(flow_cache)
     is_video = source is not None and source.video is not None
-    stores, outs = [], []
-    if output is not None:
-        outs = [Path(o) for o in output] if isinstance(output, (list, tuple)) else \
-            output_paths(output, style_list, is_video, source.video.suffix.lower() if is_video else ".mp4")
-        if len(outs) != len(style_list):
-            raise UserError(f"{len(outs)} outputs for {len(style_list)} styles; give one per style")
-        sources = {p.resolve() for p in ((source.video,) if is_video else source.files)} if source else set()
-        # Numbered frames written into a folder of input frames could replace them.
-        input_dirs = {q.parent for q in sources} if not is_video else set()
-        for o, s in zip(outs, style_list):
-            if o.resolve() in sources or store_folder(o).resolve() in input_dirs:
-                raise UserError(f"{str(o)!r} is (or holds) the input; choose another output")
-            if videoio.is_video_file(o):
-                videoio.check_video_output(o)
-            fp = _digest(dataclasses.asdict(cfg), dataclasses.asdict(settings), clip or "arrays", _identity(s),
-                         weights_key or "network")
-            folder = store_folder(o)
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"{str(folder)!r}: cannot write the output ({e.strerror or e})") from None
-            stores.append(FrameStore(folder, fp))
+    video_settings = dataclasses.asdict(settings)
+    if settings.passes == 1:
+        del video_settings["pass_steps"]  # single-pass fingerprints as before multi-pass existed
+    outs, stores = ([], []) if output is None else open_stores(
+        output, style_list, source, lambda style: digest(dataclasses.asdict(cfg), video_settings, clip or "arrays",
+                                                         identity(style), weights_key or "network"))
     made = []
-    for i, images in frame_loop(frame_iter, styles_f, cfg, settings, network, flows=flows, stores=stores,
-                                init_u8=init_u8, should_stop=should_stop, callback=callback):
-        made.append(i)
-        yield images[0] if single else images
+    if settings.passes == 1:
+        for i, images in frame_loop(frame_iter, styles_f, cfg, settings, network, flows=flows, stores=stores,
+                                    init_u8=init_u8, should_stop=should_stop, callback=callback):
+            made.append(i)
+            yield images[0] if single else images
+    else:
+        scratch = None if stores else Path(tempfile.mkdtemp(prefix="jaxstyle-video-"))
+        try:
+            if scratch is not None:
+                works = [scratch / f"style{k}" for k in range(len(style_list))]
+                finals = [FrameStore(w / "final", "scratch") for w in works]
+            else:
+                works, finals = [work_folder(o) for o in outs], stores
+            made = run_passes(frame_iter, styles_f, cfg, settings, network, flows=flows, finals=finals, works=works,
+                              fingerprints=[s.fingerprint for s in finals], init_u8=init_u8,
+                              should_stop=should_stop, callback=callback)
+            if made is None:
+                return
+            for i in made:
+                images = load_all(finals, i)
+                yield images[0] if single else images
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        for o in outs:
+            # The earlier passes are done with; a rerun makes them again (the frames of the
+            # last pass, recorded, are read back, not made again).
+            shutil.rmtree(work_folder(o), ignore_errors=True)
     if should_stop is not None and should_stop():
         return
     for o, store in zip(outs, stores):
@@ -407,4 +442,5 @@ def stylize_video(
             shutil.rmtree(store.folder, ignore_errors=True)
 
 
-__all__ = ["FrameStore", "VideoSettings", "frame_loop", "output_paths", "solve", "stylize_video", "temporal_target"]
+__all__ = ["BLEND_DELTA", "FrameStore", "VideoSettings", "blend_init", "frame_loop", "later_pass", "output_paths",
+           "run_passes", "solve", "stylize_video", "temporal_target"]

@@ -43,7 +43,12 @@ def register(subparsers) -> None:
                    "(default: Ruder's 1e3 in Caffe pixel units, i.e. nspt; 1e3·255² for [0,1] pixels)")
     p.add_argument("--long-term", type=int, default=1, metavar="N",
                    help="hold each frame to N earlier frames, 1 10 20 40 back (Ruder's long-term loss) (default: 1)")
-    p.add_argument("--passes", type=int, default=1, metavar="N", help="multi-pass (only 1 so far) (default: 1)")
+    p.add_argument("--passes", type=int, default=1, metavar="N",
+                   help="Ruder's multi-pass: run over the clip N times, forward then backward and so on, each "
+                   "frame after the first pass starting from a blend of its last result and its warped "
+                   "neighbour (default: 1)")
+    p.add_argument("--pass-steps", type=int, default=None, metavar="N",
+                   help="steps per frame in passes 2 and later (default: --steps // 2)")
     p.add_argument("--first-frame-steps", type=int, default=None, metavar="N",
                    help="steps for the first frame (default: --steps)")
     p.add_argument("--frames", type=_range, default=None, metavar="A:B",
@@ -71,8 +76,9 @@ def run(args) -> int:
     for name in ("long_term", "passes"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.first_frame_steps is not None and args.first_frame_steps < 0:
-        raise UserError(f"--first-frame-steps must be >= 0, got {args.first_frame_steps}")
+    for name in ("first_frame_steps", "pass_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.temporal_weight is not None and args.temporal_weight < 0:
         raise UserError(f"--temporal-weight must be >= 0, got {args.temporal_weight}")
     # Check every input before loading (or downloading) weights.
@@ -99,31 +105,36 @@ def run(args) -> int:
         print("\njaxstyle: stopping after the current frame (signal again to stop now)", file=sys.stderr)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = tqdm(total=total, disable=args.quiet, file=sys.stderr, unit="frame", dynamic_ncols=True, desc="video")
+    passes = args.passes
+    bar = tqdm(total=total * passes if total is not None else None, disable=args.quiet, file=sys.stderr, unit="frame", dynamic_ncols=True, desc="video")
     last = {}
 
     def on_frame(info_: dict) -> None:
+        # One tick per frame of every pass, resumed ones included.
         last.update(info_)
+        if passes > 1:
+            bar.set_description_str(f"pass {info_['pass']}/{passes}", refresh=False)
+        bar.update(1)
+        if info_.get("terms"):
+            bar.set_postfix_str(" ".join(f"{k} {float(v[0]):.4g}" for k, v in info_["terms"].items()
+                                         if k in ("total", "temporal", "content")), refresh=False)
 
     made = 0
     try:
         for _ in stylize_video(
             args.input, list(args.styles), output=args.output, network=network, weights_key=info.source,
-            config=cfg, temporal_weight=args.temporal_weight, long_term=args.long_term, passes=args.passes,
-            first_frame_steps=args.first_frame_steps, frames=args.frames, fps=args.fps,
+            config=cfg, temporal_weight=args.temporal_weight, long_term=args.long_term, passes=passes,
+            pass_steps=args.pass_steps, first_frame_steps=args.first_frame_steps, frames=args.frames, fps=args.fps,
             should_stop=lambda: bool(stopping), callback=on_frame,
         ):
             made += 1
-            bar.update(1)
-            if last.get("terms"):
-                bar.set_postfix_str(" ".join(f"{k} {float(v[0]):.4g}" for k, v in last["terms"].items()
-                                             if k in ("total", "temporal", "content")), refresh=False)
     finally:
         bar.close()
         for s, h in old.items():
             signal.signal(s, h)
     if stopping:
-        print(f"jaxstyle: stopped after {made} frames; run the same command again to continue", file=sys.stderr)
+        where = f"frame {last['frame']} of pass {last['pass']}/{passes}" if last else "the start"
+        print(f"jaxstyle: stopped after {where}; run the same command again to continue", file=sys.stderr)
         return 128 + stopping["signal"]
     record = {"input": args.input, "output": args.output, "styles": list(args.styles), "frames": made,
               "seconds": round(time.perf_counter() - t0, 3), "weights": info.source, "pretrained": info.pretrained}
