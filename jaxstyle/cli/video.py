@@ -69,7 +69,7 @@ def run(args) -> int:
     from jaxstyle.api.video import stylize_video
     from jaxstyle.io import image as imageio
     from jaxstyle.io import video as videoio
-    from jaxstyle.model.weights import load_vgg
+    from jaxstyle.api.network import resolve
 
     t0 = time.perf_counter()
     cfg = config_from_args(args)
@@ -91,8 +91,9 @@ def run(args) -> int:
         if start >= total:
             raise UserError(f"--frames starts at {start} but {args.input!r} has {total} frames")
         total = (min(stop, total) if stop is not None else total) - start
-    network, info = load_vgg(args.weights, model=cfg.recipe.model, source=cfg.weights_source, progress=not args.quiet)
-    if not info.pretrained:
+    # Raw, or Gatys' normalised network when the weights are not the preset's own (cfg follows).
+    network, info, cfg = resolve(None, args.weights, cfg, progress=not args.quiet)
+    if info.pretrained is False:
         print(f"jaxstyle: note: using untrained weights {info.source}; the output will not look stylized",
               file=sys.stderr)
 
