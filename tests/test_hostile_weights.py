@@ -3,7 +3,7 @@
 Every file goes through ``jaxstyle.model.weights.convert`` in a long-lived child process (one
 with torch importable, one with ``sys.modules["torch"] = None``), so that a crash (the old
 ``as_strided`` read outside its buffer: exit 139) or a runaway allocation cannot take pytest
-down. The child reports the outcome and its peak RSS (``ru_maxrss``); it runs under an
+down. The child reports the outcome and its peak RSS (``VmHWM``); it runs under an
 ``RLIMIT_AS`` of its post-import size + 3 GiB (address space: thread arenas count too) so that
 a regression fails instead of eating the shared machine (a MemoryError would surface as "MemoryError" in the message and fail the test).
 
@@ -59,7 +59,10 @@ _WORKER = textwrap.dedent("""
             out = {"kind": "user", "msg": str(e)}
         except BaseException as e:
             out = {"kind": "other", "msg": "".join(traceback.format_exception(e))[-2000:]}
-        out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, the peak of this process's own memory: ru_maxrss would also count the parent's
+        # peak, which Linux carries over the fork and exec that started this child.
+        hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+        out["rss_mb"] = int(hwm) / 1024
         print(json.dumps(out), flush=True)
 """)
 
