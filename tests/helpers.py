@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import io
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -318,3 +320,29 @@ def single_targets(problem, index: int = 0):
         k: jax.tree.map(lambda a: a[index], v)
         for k, v in problem.targets._asdict().items() if v is not None and k not in problem.shared
     })
+
+
+# ---------------------------------------------------------------- server tests
+
+
+def png(seed: int, h: int = 40, w: int = 40) -> bytes:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.5 + 0.3 * np.stack([np.sin(5 * xx + 4 * yy + p) for p in rng.uniform(0, 6, 3)], -1)
+    img = np.clip(img + 0.1 * rng.standard_normal((h, w, 3)), 0, 1)
+    buf = io.BytesIO()
+    Image.fromarray((img * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tiny_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """A narrow VGG19's parameters from numpy (He-scaled), which builds without JAX's
+    per-layer random-init compiles."""
+    from jaxstyle.model.vgg import conv_specs
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, cin, cout in conv_specs("vgg19", TINY_WIDTHS):
+        arrays[f"{name}.kernel"] = (rng.standard_normal((3, 3, cin, cout)) * np.sqrt(2 / (9 * cin))).astype(np.float32)
+        arrays[f"{name}.bias"] = (0.01 * rng.standard_normal(cout)).astype(np.float32)
+    return arrays

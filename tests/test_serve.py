@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import pytest
+from helpers import png, tiny_arrays
 from PIL import Image
 
 pytest.importorskip("starlette")
@@ -25,18 +26,7 @@ from jaxstyle.serve.app import create_app  # noqa: E402
 from jaxstyle.serve.scheduler import Scheduler  # noqa: E402
 from jaxstyle.serve.store import Store  # noqa: E402
 
-TINY = (4, 8, 8, 8, 8)
 BASE = "http://127.0.0.1"
-
-
-def png(seed: int, h: int = 40, w: int = 40) -> bytes:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    img = 0.5 + 0.3 * np.stack([np.sin(5 * xx + 4 * yy + p) for p in rng.uniform(0, 6, 3)], -1)
-    img = np.clip(img + 0.1 * rng.standard_normal((h, w, 3)), 0, 1)
-    buf = io.BytesIO()
-    Image.fromarray((img * 255).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def upload(content=None, styles=None, **fields):
@@ -45,19 +35,6 @@ def upload(content=None, styles=None, **fields):
         files.append(("style", ("s.png", s, "image/png")))
     fields = {"size": 32, "steps": 4, **fields}
     return {"files": files, "data": {k: str(v) for k, v in fields.items()}}
-
-
-def tiny_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-    """A narrow VGG19's parameters from numpy (He-scaled), which builds without JAX's
-    per-layer random-init compiles."""
-    from jaxstyle.model.vgg import conv_specs
-
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for name, cin, cout in conv_specs("vgg19", TINY):
-        arrays[f"{name}.kernel"] = (rng.standard_normal((3, 3, cin, cout)) * np.sqrt(2 / (9 * cin))).astype(np.float32)
-        arrays[f"{name}.bias"] = (0.01 * rng.standard_normal(cout)).astype(np.float32)
-    return arrays
 
 
 @pytest.fixture(scope="module")

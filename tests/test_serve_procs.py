@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
 from jaxstyle.model.weights import WeightsInfo, save_weights  # noqa: E402
-from tests.test_serve import png, tiny_arrays  # noqa: E402
+from helpers import png, tiny_arrays  # noqa: E402
 
 
 def start_server(db, weights, env):
