@@ -63,6 +63,24 @@ def main(argv=None) -> int:
             timed(f"{c} × {s} (default preset)", f"jaxstyle stylize {c}.jpg {s}.jpg -o out.png {flags}",
                   lambda cp=cp, sp=sp: jaxstyle.stylize(str(cp), str(sp), **opts),
                   lambda img, c=c, s=s: [save(f"{c}__{s}", img)])
+    cp, sp = DATA / "content" / "chelsea.jpg", DATA / "styles" / "starry_night.jpg"
+    sc = DATA / "styles" / "the_scream.jpg"
+    timed("two styles blended 1:1", f"jaxstyle stylize chelsea.jpg starry_night.jpg the_scream.jpg -o out.png --style-blend-weights 1,1 {flags}",
+          lambda: jaxstyle.stylize(str(cp), [str(sp), str(sc)], style_blend_weights=(1, 1), **opts),
+          lambda img: [save("blend", img)])
+    timed("--preserve-color luminance", f"jaxstyle stylize chelsea.jpg the_scream.jpg -o out.png --preserve-color luminance {flags}",
+          lambda: jaxstyle.stylize(str(cp), str(sc), preserve_color="luminance", **opts),
+          lambda img: [save("color_luminance", img)])
+    left = np.zeros((300, 451), np.float32)
+    left[:, :225] = 1
+    timed("a mask: starry night on the left, the scream on the right",
+          f"jaxstyle stylize chelsea.jpg starry_night.jpg the_scream.jpg -o out.png --mask left.png right.png {flags}",
+          lambda: jaxstyle.stylize(str(cp), [str(sp), str(sc)], masks=[left, 1 - left], **opts),
+          lambda img: [save("mask", img)])
+    for size in (96, 192):
+        timed(f"the same pair at --size {size}", f"jaxstyle stylize chelsea.jpg starry_night.jpg -o out.png --size {size} --steps {args.steps}",
+              lambda size=size: jaxstyle.stylize(str(cp), str(sp), **{**opts, "size": size}),
+              lambda img, size=size: [save(f"size_{size}", img)])
     cp, sp = DATA / "content" / "bern.jpg", DATA / "styles" / "starry_night.jpg"
     timed("bern × starry_night, --preset nspt", f"jaxstyle stylize bern.jpg starry_night.jpg -o out.png --preset nspt {flags}",
           lambda: jaxstyle.stylize(str(cp), str(sp), preset="nspt", **opts), lambda img: [save("bern__starry_night_nspt", img)])
