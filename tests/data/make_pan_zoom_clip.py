@@ -1,6 +1,6 @@
 """Make ``tests/data/pan_zoom.mp4``: a slow pan and zoom over a photo, 32 frames, 128×96, 24 fps.
 
-    python tests/data/make_pan_zoom_clip.py /work/shared/data/content/chelsea.jpg tests/data/pan_zoom.mp4
+    python tests/data/make_pan_zoom_clip.py examples/chelsea.jpg tests/data/pan_zoom.mp4
 
 The photo: "Chelsea the cat" by Stefan van der Walt, CC0 1.0 (scikit-image 0.26.0,
 skimage/data/chelsea.png; see tests/data/CREDITS.md). The camera moves right by 0.6 px and
