@@ -346,3 +346,33 @@ def tiny_arrays(seed: int = 0) -> dict[str, np.ndarray]:
         arrays[f"{name}.kernel"] = (rng.standard_normal((3, 3, cin, cout)) * np.sqrt(2 / (9 * cin))).astype(np.float32)
         arrays[f"{name}.bias"] = (0.01 * rng.standard_normal(cout)).astype(np.float32)
     return arrays
+
+
+def start_server(db, weights: str, max_batch: int = 2):
+    """A real ``jaxstyle serve`` process on 127.0.0.1 (a free port): (process, base URL, its
+    stderr lines). stderr is drained by a thread so the server never blocks on a full pipe."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    env = {**os.environ, "JAXSTYLE_COMPILE_CACHE": "off"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxstyle", "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
+         "--weights", weights, "--max-batch", str(max_batch)],
+        stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    deadline = time.time() + 180
+    for line in proc.stderr:
+        lines.append(line)
+        m = re.search(r"serving on (http://127\.0\.0\.1:\d+)/", line)
+        if m:
+            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+            return proc, m.group(1), lines
+        if time.time() > deadline:
+            break
+    proc.kill()
+    proc.wait()
+    raise AssertionError("server did not start:\n" + "".join(lines))

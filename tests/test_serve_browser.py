@@ -11,17 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import os
-import re
 import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_image
+from helpers import write_image, start_server
 from PIL import Image
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -46,28 +42,6 @@ c.width = img.naturalWidth; c.height = img.naturalHeight;
 c.getContext('2d').drawImage(img, 0, 0);
 return [document.getElementById('job-status').textContent, img.src, c.toDataURL('image/png')];
 """
-
-
-def start_server(db: Path, weights: str):
-    """(process, base URL). stderr is drained by a thread so the server never blocks on it."""
-    env = {**os.environ, "JAXSTYLE_COMPILE_CACHE": "off"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jaxstyle", "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
-         "--weights", weights, "--max-batch", "2"],
-        stderr=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    deadline = time.time() + 180
-    for line in proc.stderr:
-        lines.append(line)
-        m = re.search(r"serving on (http://127\.0\.0\.1:\d+)/", line)
-        if m:
-            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-            return proc, m.group(1), lines
-        if time.time() > deadline:
-            break
-    proc.kill()
-    proc.wait()
-    raise AssertionError("server did not start:\n" + "".join(lines))
 
 
 def chromium(tmp_path: Path, downloads: Path):

@@ -11,18 +11,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
-from helpers import write_image
+from helpers import write_image, start_server
 from PIL import Image
 
 pytest.importorskip("uvicorn")
@@ -32,28 +29,6 @@ CLIENTS = 16
 MAX_BATCH = 4
 FIELDS = {"size": "32", "steps": "12", "optimizer": "adam", "chunk": "4"}
 TERMINAL = ("done", "failed", "cancelled")
-
-
-def start_server(db: Path, weights: str):
-    env = {**os.environ, "JAXSTYLE_COMPILE_CACHE": "off"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jaxstyle", "serve", "--host", "127.0.0.1", "--port", "0", "--db", str(db),
-         "--weights", weights, "--max-batch", str(MAX_BATCH)],
-        stderr=subprocess.PIPE, text=True, env=env)
-    lines: list[str] = []
-    deadline = time.time() + 180
-    for line in proc.stderr:
-        lines.append(line)
-        m = re.search(r"serving on (http://127\.0\.0\.1:\d+)/", line)
-        if m:
-            # Keep reading stderr so the server can never block on a full pipe.
-            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-            return proc, m.group(1), lines
-        if time.time() > deadline:
-            break
-    proc.kill()
-    proc.wait()
-    raise AssertionError("server did not start:\n" + "".join(lines))
 
 
 def multipart(files: dict[str, bytes], fields: dict[str, str]) -> tuple[bytes, str]:
@@ -96,7 +71,7 @@ def test_sixteen_concurrent_clients_all_finish_batched(tmp_path, tiny_weights):
         c = write_image(tmp_path / f"c{i}.png", 48, 64, 100 + i)  # h × w: 24 × 32 at size 32
         s = write_image(tmp_path / f"s{i}.png", 40, 40, 200 + i)
         images.append((c.read_bytes(), s.read_bytes()))
-    proc, url, server_log = start_server(tmp_path / "serve", tiny_weights)
+    proc, url, server_log = start_server(tmp_path / "serve", tiny_weights, max_batch=MAX_BATCH)
     try:
         barrier = threading.Barrier(CLIENTS + 1)
         outs = [{} for _ in range(CLIENTS)]
