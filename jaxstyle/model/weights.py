@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxstyle.errors import UserError
 from jaxstyle.model import limits, pth, pypi
-from jaxstyle.model.store import write_safetensors
+from jaxstyle.model.store import sha256_file, write_safetensors
 if TYPE_CHECKING:
     from jaxstyle.model.vgg import VGG
 
@@ -102,12 +102,6 @@ def _check_choice(value: str, choices, what: str) -> None:
 # ----------------------------------------------------------------------------- conversion
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _source_keys(layout_keys: str, model: str) -> dict[str, str]:
@@ -257,7 +251,7 @@ def _read_any(src: Path, *, model=None, convention=None, name=None, sha256=None)
     if suffix not in (".pth", ".pt", ".bin", ".ckpt"):
         raise UserError(f"unsupported weights file {name or src.name}; use a .safetensors or .pth file")
     state = pth.read_state_dict(src)
-    return _convert_arrays(state, name=name or src.name, sha256=sha256 or _sha256(src), model=model, convention=convention)
+    return _convert_arrays(state, name=name or src.name, sha256=sha256 or sha256_file(src), model=model, convention=convention)
 
 
 def _with_path(info: WeightsInfo, path) -> WeightsInfo:
@@ -327,7 +321,7 @@ def read_weights(path, *, model: str | None = None, convention: str | None = Non
         if any(a.dtype != np.float32 for a in arrays.values()):
             raise UserError(f"{path} has non-float32 arrays, which jaxstyle never writes; re-convert it from its source file")
         return arrays, _info_from_meta(meta, path)
-    arrays, info = _convert_arrays(arrays, name=path.name, sha256=_sha256(path), model=model, convention=convention)
+    arrays, info = _convert_arrays(arrays, name=path.name, sha256=sha256_file(path), model=model, convention=convention)
     return arrays, _with_path(info, path)
 
 
