@@ -126,8 +126,12 @@ def test_page_uploads_runs_previews_and_downloads(tmp_path, tiny_weights, monkey
             assert im.format == "PNG" and im.size == (32, 24)  # (width, height): long side 32
 
         # The queue table lists the job as done.
+        # Read the rows' text in one script: the page redraws the table on every poll, so a row
+        # element found in one call may be gone by the next (a stale element failed CI once).
         rows = WebDriverWait(driver, 10).until(lambda d: [
-            r.text for r in d.find_elements(By.CSS_SELECTOR, "#queue tbody tr") if " done " in f" {r.text} "])
+            t for t in d.execute_script(
+                "return [...document.querySelectorAll('#queue tbody tr')].map(r => r.innerText)")
+            if " done " in f" {' '.join(t.split())} "])
         assert len(rows) == 1 and "4000/4000" in rows[0]
 
         shot = tmp_path / "page.png"
