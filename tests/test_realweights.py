@@ -5,8 +5,10 @@ measured with an independent PyTorch VGG-19 forward built here from the safetens
 (not with jaxstyle's loss code), on small images (≤ 128 px) and few steps:
 
 - (a) neural-style-pt's own printed numbers with these weights (``data/nspt_realweights_128.csv``,
-  see ``data/REALWEIGHTS.md``): the conversion reproduces row 1 to 1e-5 relative, and the
-  ``nspt`` preset reproduces the 20-iteration trajectory to 1e-3;
+  see ``data/REALWEIGHTS.md``): the conversion reproduces row 1 to 1e-5 relative; the
+  ``nspt`` preset reproduces the first two rows to 1e-6 and stays within the float32 envelope
+  of neural-style-pt's own program after (the trajectory is chaotic from the first curvature
+  pair on), and matches a float64 neural-style-pt run to 1e-9 on all 20 rows;
 - (b) every preset stylizes: the relative Gram distance to the style drops ≥ 20× from the
   content image's, while the result stays closer to the content than the style image is;
 - (c) texture synthesis matches the style's Gram statistics;
@@ -148,6 +150,21 @@ def test_conversion_reproduces_nspt_first_evaluation(torch_net):
     assert tv + styles == pytest.approx(row["total"], rel=1e-5)
 
 
+# Why not ~1e-3 over all twenty rows (REALWEIGHTS.md's expectation): measured with
+# ``python -m bench.nspt_replay``, neural-style-pt's own algorithm in plain torch 2.13 on this
+# 2-core CPU. That replay is bit-identical to the oracle at iteration 1 and prints the same
+# total at 2, yet misses it by 2.0e-1 at 3 and 2.2e-1 at 4 (float32, 1 or 2 threads); without
+# oneDNN by 1.5e-1 at 3, in float64 by 1.2e-1 at 3; and the same float32 program run with 1
+# instead of 2 threads drifts from 7e-8 at 3 to 2.5e-4 at 10 and 1.4e-2 at 18. The cause: the
+# first step is t = 1/‖g‖₁ ≈ 6e-8 (≈ 3e-5 per pixel, a few float32 ulps of Caffe pixels), so
+# the first curvature pair's yᵀs is a finite difference dominated by rounding (float64 4.0e-3;
+# float32: torch 9.5e-3, torch without oneDNN 4.3e-3, jaxstyle 3.3e-3) and the second step
+# scales with 1/yᵀs; later steps amplify any difference ~1.4x per iteration. No independent
+# float32 implementation can meet 1e-3 past row 2; the algorithm itself is checked tightly in
+# float64 (next test).
+NSPT_FLOAT32_ENVELOPE = 0.25  # the largest gap of a faithful float32 torch replay: 2.2e-1 (row 4)
+
+
 def test_nspt_preset_reproduces_nspt_trajectory(real_weights):
     import jaxstyle
 
@@ -165,21 +182,104 @@ def test_nspt_preset_reproduces_nspt_trajectory(real_weights):
     first = by_step[1]
     for i, layer in enumerate(STYLE_LAYERS, start=1):
         assert first[f"style:{layer}"] == pytest.approx(rows[0][f"style{i}"], rel=1e-5), layer
-    worst = 0.0
-    for k in range(1, 21):
-        terms = by_step[k]
-        total = terms.get("total", sum(v for name, v in terms.items() if name != "total"))
-        rel = abs(total - rows[k - 1]["total"]) / rows[k - 1]["total"]
-        worst = max(worst, rel)
-        print(f"iteration {k}: jaxstyle {total:.9g} neural-style-pt {rows[k - 1]['total']:.9g} rel {rel:.2e}")
-        # REALWEIGHTS.md (and the issue) expect ~1e-3 over all twenty. Measured here: <= 6.7e-4
-        # for iterations 1-8, then 2.1e-3 at 9 growing to 2.0e-2 at 19. NOT met past 8: the
-        # gap opens at the first L-BFGS update (9e-5 at 3) and L-BFGS without a line search
-        # amplifies it; whether float32 rounding (XLA vs MKL-DNN convolutions) explains all of
-        # it is an open question (README "Weights and presets"). This bound only guards
-        # against a gross regression.
-        assert rel <= (1e-3 if k <= 8 else 5e-2), f"iteration {k}"
+    totals = np.array([by_step[k]["total"] for k in range(1, 21)])
+    rel = np.abs(totals - rows["total"]) / rows["total"]
+    for k in range(20):
+        print(f"iteration {k + 1}: jaxstyle {totals[k]:.9g} neural-style-pt {rows['total'][k]:.9g} rel {rel[k]:.2e}")
+    # Before the first curvature pair is used: the start and the first step t = min(1, 1/‖g‖₁)
+    # (measured: 8.7e-8 and 0; the decrease of the first step, 776 in the oracle, is resolved
+    # to about ±8 by its float32 totals).
+    assert rel[0] <= 1e-6 and rel[1] <= 1e-6
+    assert totals[0] - totals[1] == pytest.approx(rows["total"][0] - rows["total"][1], rel=0.05)
+    # From iteration 3 on the float32 trajectory is chaotic (above). Measured for jaxstyle:
+    # 9.3e-5 at 3, <= 6.7e-4 up to 8, 2.1e-3 at 9 growing ~1.4x per iteration to 2.0e-2 at 19 and 20;
+    # asserted: within what neural-style-pt's own program reaches under harmless changes.
+    assert rel[2:].max() <= NSPT_FLOAT32_ENVELOPE, rel
     assert rows[-1]["total"] < 0.5 * rows[0]["total"]  # the trajectory really moves
+    assert totals[-1] < 0.5 * totals[0]
+
+
+def _nspt_torch_float64(arrays, content_caffe, style_caffe, steps):
+    """neural-style-pt's objective and optimizer call, in float64 torch: (steps, 7) terms
+    (content, style1..5, total) at each evaluation. Written from its neural_style.py: TV on
+    the input, MSE losses, Gram / nelement, max pooling, and ONE ``optimizer.step(feval)`` with
+    ``max_iter=steps`` and tolerances -1, as it calls torch's L-BFGS."""
+    w = {n: (torch.tensor(np.asarray(arrays[f"{n}.kernel"], np.float64).transpose(3, 2, 0, 1)),
+             torch.tensor(np.asarray(arrays[f"{n}.bias"], np.float64))) for n in CONVS}
+
+    def features(x):
+        out = {}
+        for i, n in enumerate(CONVS[: CONVS.index("conv5_1") + 1]):
+            x = F.relu(F.conv2d(x, *w[n], padding=1))
+            out["relu" + n[4:]] = x
+            if n != "conv5_1" and CONVS[i + 1][4] != n[4]:
+                x = F.max_pool2d(x, 2, 2)
+        return out
+
+    def grams(f):
+        c = f.shape[1]
+        flat = f.reshape(c, -1)
+        return flat @ flat.T / f.numel()
+
+    with torch.no_grad():
+        content_target = features(content_caffe)["relu4_2"]
+        style_targets = {n: grams(f) for n, f in features(style_caffe).items() if n in STYLE_LAYERS}
+    img = torch.nn.Parameter(content_caffe.clone())
+    optimizer = torch.optim.LBFGS([img], max_iter=steps, tolerance_change=-1, tolerance_grad=-1)
+    printed = []
+
+    def feval():
+        optimizer.zero_grad()
+        f = features(img)
+        terms = [5.0 * F.mse_loss(f["relu4_2"], content_target)]
+        terms += [100.0 * F.mse_loss(grams(f[n]), style_targets[n]) for n in STYLE_LAYERS]
+        tv = 1e-3 * ((img[:, :, 1:, :] - img[:, :, :-1, :]).abs().sum() + (img[:, :, :, 1:] - img[:, :, :, :-1]).abs().sum())
+        loss = 0
+        for t in terms + [tv]:
+            loss = loss + t
+        loss.backward()
+        printed.append([float(t.detach()) for t in terms] + [float(loss.detach())])
+        return loss
+
+    optimizer.step(feval)
+    return np.array(printed)
+
+
+def test_nspt_preset_matches_neural_style_pt_float64(real, real_weights):
+    """The algorithm, tightly: the same 20 evaluations in float64, where rounding does not
+    reach the trajectory (measured: ≤ 9e-12 relative on every term of every row)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxstyle.api import transfer
+    from jaxstyle.api.network import resolve
+    from jaxstyle.config import make_config
+    from jaxstyle.engine import loop
+    from jaxstyle.model import pixels
+
+    c, s = load_png(CONTENT), load_png(STYLE)
+    def caffe(rgb01):  # 1×3×H×W float64 Caffe pixels
+        return torch.tensor(rgb01[..., ::-1].astype(np.float64) * 255.0 - np.array(CAFFE_MEAN_BGR)).permute(2, 0, 1)[None].contiguous()
+
+    ref = _nspt_torch_float64(real[0], caffe(c), caffe(s), 20)
+    with jax.enable_x64(True):
+        cfg = make_config("nspt", size=128, steps=20, init="content")
+        network, _, cfg = resolve(None, real_weights, cfg)
+        for name in CONVS:
+            conv = getattr(network, name)
+            conv.kernel.set_value(jnp.asarray(conv.kernel[...], jnp.float64))
+            conv.bias.set_value(jnp.asarray(conv.bias[...], jnp.float64))
+        c64, s64 = c.astype(np.float64), s.astype(np.float64)
+        prob = transfer.problem(network, c64, [s64], cfg, init=pixels.from_rgb01(jnp.asarray(c64), "caffe"))
+        assert prob.init.dtype == jnp.float64
+        ours = []
+        for progress in loop.iterate(prob, steps=20, chunk=1):
+            t = {k: float(np.asarray(v)[0]) for k, v in progress.terms.items()}
+            ours.append([t["content"]] + [t[f"style:{n}"] for n in STYLE_LAYERS] + [t["total"]])
+    ours = np.array(ours)
+    assert ours[-1, -1] < 0.5 * ours[0, -1]
+    np.testing.assert_allclose(ours[:, 1:], ref[:, 1:], rtol=1e-9)
+    np.testing.assert_allclose(ours[:, 0], ref[:, 0], rtol=1e-9, atol=1e-12)  # content is 0 at row 1
 
 
 # ----------------------------------------------------------------------------- (b) every preset stylizes
