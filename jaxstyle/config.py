@@ -32,7 +32,7 @@ STYLE_LOSSES = ("gram", "w2")
 INITS = ("content", "random")  # or a path to an image
 GRAM_NORMS = ("hw", "chw")
 TV_LOSSES = ("l1_sum", "l2_nine_point")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: resolve_precision, when the config is made
 REMATS = ("none", "blocks")
 PRESERVE_COLORS = ("luminance", "histogram")
 WEIGHTS_SOURCES = ("torchvision", "caffe")
@@ -80,8 +80,9 @@ class Recipe:
     lbfgs_tolerance_change: float = 1e-9
     clamp: bool = False  # project onto the pixel box after every step
     ema_decay: float | None = None  # write a bias-corrected EMA of the iterates instead
-    # arithmetic
-    precision: str = "fp32"
+    # arithmetic: "auto" is resolved by make_config (resolve_precision): a made config holds
+    # "fp32" or "bf16", so the compile key and every report name what ran
+    precision: str = "auto"
     # "blocks": recompute each VGG block's activations in the backward pass (jax.checkpoint),
     # for large images on accelerators; on XLA:CPU it saved no memory (see plan.memory)
     remat: str = "none"
@@ -240,7 +241,27 @@ def make_config(preset: str = "gatys", *, network: str = "raw", **options) -> Co
         run=RunSettings(**{k: v for k, v in values.items() if k in RUN_FIELDS}),
     )
     validate(cfg)
+    if cfg.recipe.precision == "auto":
+        cfg = dataclasses.replace(cfg, recipe=dataclasses.replace(cfg.recipe, precision=resolve_precision("auto")))
     return cfg
+
+
+# Backends where bfloat16 features and Grams are faster than float32. XLA:CPU 0.10.2 converts
+# bf16 convolution operands to f32 (bench/bf16_cpu.py): bf16 is slower there, so auto is fp32.
+BF16_BACKENDS = ("gpu", "cuda", "rocm", "tpu")
+
+
+def resolve_precision(precision: str, backend: str | None = None) -> str:
+    """``precision`` with "auto" resolved for ``backend`` (default: ``jax.default_backend()``,
+    asked now, at run time: the first call starts JAX's runtime): "bf16" on GPU/TPU, "fp32"
+    elsewhere (CPU). "fp32" and "bf16" are returned as they are."""
+    if precision != "auto":
+        return precision
+    if backend is None:
+        import jax
+
+        backend = jax.default_backend()
+    return "bf16" if backend in BF16_BACKENDS else "fp32"
 
 
 def _field_type(name: str) -> str:
@@ -409,4 +430,4 @@ def validate(cfg: Config) -> None:
         raise UserError("--init must be 'content', 'random' or a path to an image")
 
 
-__all__ = ["Config", "NETWORKS", "NORMALIZED", "PRESETS", "Recipe", "RunSettings", "make_config", "options_of", "parse_option", "replace", "validate", "with_network"]
+__all__ = ["Config", "NETWORKS", "NORMALIZED", "PRESETS", "Recipe", "RunSettings", "make_config", "options_of", "parse_option", "replace", "resolve_precision", "validate", "with_network"]

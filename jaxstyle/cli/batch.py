@@ -97,7 +97,14 @@ def run(args) -> int:
     from jaxstyle.io import sheet
 
     t_start = time.perf_counter()
-    cfg = config_from_args(args)  # every option checked before anything starts
+    index, count = 0, 1
+    if args.distributed:
+        # First: making a config asks JAX for its backend (--precision auto), which starts the
+        # runtime, and jax.distributed must start before the runtime does.
+        index, count = batch.start_distributed(args.coordinator, args.num_processes, args.process_id)
+    elif args.coordinator or args.num_processes or args.process_id is not None:
+        raise UserError("--coordinator, --num-processes and --process-id need --distributed")
+    cfg = config_from_args(args)  # every option checked before anything slow starts
     outdir = Path(args.outdir)
     if args.contact_sheet:
         imageio.check_output_path(args.contact_sheet)
@@ -111,11 +118,6 @@ def run(args) -> int:
         print(f"jaxstyle: skipped {line}", file=sys.stderr)
     if len(jobs.skipped) > 20:
         print(f"jaxstyle: ... and {len(jobs.skipped) - 20} more rows skipped", file=sys.stderr)
-    index, count = 0, 1
-    if args.distributed:
-        index, count = batch.start_distributed(args.coordinator, args.num_processes, args.process_id)
-    elif args.coordinator or args.num_processes or args.process_id is not None:
-        raise UserError("--coordinator, --num-processes and --process-id need --distributed")
     # The output folder is made and proved writable before the weights are loaded.
     outdir = imageio.check_output_folder(outdir)
     network, info, metadata, cfg = report.load_network(args, cfg)
@@ -150,6 +152,7 @@ def run(args) -> int:
     record = {
         "outdir": str(outdir), "process": index, "processes": count, "pairs": len(plan.jobs), "all_pairs": plan.total,
         "made": made, "skipped": len(plan.done), "failed": len(failed), "bad_rows": len(jobs.skipped), "seconds": round(time.perf_counter() - t_start, 3),
+        "precision": cfg.recipe.precision,  # the command's; a pairs-file row may set its own
         "manifest": str(outdir / manifest_name), "stopped": bool(stop.signum),
     }
     if stop.signum:
@@ -164,7 +167,7 @@ def run(args) -> int:
         print(f"jaxstyle: ... and {len(failed) - 5} more failures (status \"failed\" in {manifest_name})",
               file=sys.stderr)
     print(f"jaxstyle: {who}{len(plan.jobs)} pairs: {made} made, {len(plan.done)} already done, {len(failed)} failed "
-          f"in {record['seconds']:.1f} s; outputs and {manifest_name} in {outdir}", file=sys.stderr)
+          f"in {record['seconds']:.1f} s ({cfg.recipe.precision}); outputs and {manifest_name} in {outdir}", file=sys.stderr)
     if count > 1:
         from jax.experimental import multihost_utils
 

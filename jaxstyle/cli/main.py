@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from jaxstyle.cli import report
 from jaxstyle.cli.options import Parser
 from jaxstyle.errors import UserError
 
@@ -31,22 +32,34 @@ def build_parser() -> Parser:
 
 
 def enable_compile_cache() -> None:
-    """Keep compiled programs on disk so a second run skips XLA compilation."""
-    import jax
+    """Keep compiled programs on disk so a second run skips XLA compilation.
 
+    Before JAX is imported this only sets JAX's own environment variables, so a command
+    that never needs JAX (``jaxstyle weights``, a bad option) never pays for importing it.
+    The cache key is JAX's (the lowered program, compile options, JAX/XLA version and
+    device): a second run of the same command on the same cache adds no file
+    (tests/test_startup.py)."""
     from jaxstyle.model.weights import home
 
     path = os.environ.get("JAXSTYLE_COMPILE_CACHE", str(home() / "xla-cache"))
     if path.lower() in ("", "0", "off", "none"):
         return
-    jax.config.update("jax_compilation_cache_dir", path)
     # Every program, however quick to compile: a second run must not compile anything.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0}
+    if "jax" in sys.modules:  # imported already (the CLI called from Python): too late for the environment
+        import jax
+
+        for name, value in settings.items():
+            jax.config.update(name, value)
+    else:
+        os.environ.update({name.upper(): str(value) for name, value in settings.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
+    report.reset_stamps()
     parser = build_parser()
     args = parser.parse_args(argv)
+    report.mark("parsed")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -52,7 +52,9 @@ OPTIONS = [
     ("padding", str, "KIND", "conv padding: zeros, replicate_first or circular"),
     ("ema_decay", _optional_float, "D", "write a bias-corrected moving average of the iterates ('none': off)"),
     ("lbfgs_history", int, "N", "L-BFGS memory (curvature pairs kept)"),
-    ("precision", str, "P", f"one of {', '.join(config.PRECISIONS)}; bf16 computes features and Grams in bfloat16"),
+    ("precision", str, "P", f"one of {', '.join(config.PRECISIONS)}; bf16 computes features and Grams in bfloat16; "
+     "auto is bf16 on GPU/TPU and fp32 on CPU (where XLA makes bf16 convolutions no faster), decided at run time "
+     "and reported as 'precision' in --json and the summary line"),
     ("chunk", int, "N", "steps per compiled call (0: automatic)"),
     ("remat", str, "R", f"one of {', '.join(config.REMATS)}; blocks recomputes VGG activations in the backward pass"),
     ("min_scale", int, "PX", "coarse-to-fine: first long side, growing ×√2 up to --size (0: one scale)"),

@@ -1,16 +1,65 @@
 """What every optimising command shares at the edges: the network with its output label,
-the progress bar, the result record (``--json``) and the one summary line."""
+the progress bar, the result record (``--json``) and the one summary line; and the start-up
+stamps (:func:`mark`).
+
+Start-up is measured from the process's launch (Linux: its start time in ``/proc``; elsewhere
+from when this module was imported). ``JAXSTYLE_TRACE_STARTUP=1`` prints one line per phase on
+stderr, ``jaxstyle: startup: +S.SSS s PHASE`` (phases: ``parsed``, ``imported``, ``inputs``,
+``network``, ``first step``, ``written``); the ``--json`` record always carries
+``first_step_seconds``, launch to the end of the first optimisation step (``bench/startup.py``).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from jaxstyle.cli.options import summary_json
 
-# The --json record; "size" is [height, width], "losses" the last evaluated loss terms.
+# The --json record; "size" is [height, width], "losses" the last evaluated loss terms,
+# "precision" the arithmetic that ran (--precision auto resolved), "first_step_seconds" the
+# time from launch to the end of the first step.
 JSON_KEYS = ("output", "command", "preset", "steps", "size", "seconds", "optimize_seconds", "compile_seconds",
-             "losses", "weights", "pretrained")
+             "first_step_seconds", "precision", "losses", "weights", "pretrained")
+
+_IMPORTED = time.perf_counter()
+_STAMPS: dict[str, float] = {}
+
+
+def _launched_ago() -> float | None:
+    """Seconds since this process was started, from /proc (10 ms ticks); None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, in ticks
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+# perf_counter() at the process's launch: stamps are perf_counter() differences from it.
+_LAUNCH = _IMPORTED - (_launched_ago() or 0.0)
+
+
+def since_launch() -> float:
+    return time.perf_counter() - _LAUNCH
+
+
+def reset_stamps() -> None:
+    """Forget the stamps of an earlier command run in this process (the CLI called from Python)."""
+    _STAMPS.clear()
+
+
+def mark(phase: str) -> float:
+    """Record (once per phase) and return the seconds from launch to now; printed on stderr
+    when ``JAXSTYLE_TRACE_STARTUP`` is set (not empty or 0)."""
+    if phase not in _STAMPS:
+        _STAMPS[phase] = since_launch()
+        if os.environ.get("JAXSTYLE_TRACE_STARTUP", "") not in ("", "0"):
+            print(f"jaxstyle: startup: +{_STAMPS[phase]:.3f} s {phase}", file=sys.stderr, flush=True)
+    return _STAMPS[phase]
 
 
 def load_network(args, cfg):
@@ -54,6 +103,8 @@ class Bar:
         self.bar = tqdm(total=total, disable=quiet, file=sys.stderr, unit="it", dynamic_ncols=True, desc="compiling")
 
     def __call__(self, p) -> None:
+        if p.step >= 1:
+            mark("first step")  # the step's terms are on the host: it has finished
         self.bar.total = p.total
         self.bar.set_description(self.desc)
         self.bar.update(p.step - self.bar.n)
@@ -76,17 +127,20 @@ def finish(args, command: str, cfg, out, result, info, bar: Bar, t_start: float)
         "seconds": round(time.perf_counter() - t_start, 3),
         "optimize_seconds": round(p.seconds + p.compile_seconds, 3) if p else 0.0,
         "compile_seconds": round(p.compile_seconds, 3) if p else 0.0,
+        "first_step_seconds": round(_STAMPS["first step"], 3) if "first step" in _STAMPS else None,
+        "precision": cfg.recipe.precision,
         "losses": {k: float(v[0]) for k, v in p.terms.items()} if p else {},
         "weights": info.source,
         "pretrained": info.pretrained,
     }
+    mark("written")
     if getattr(args, "json", False):
         print(summary_json(record))
     origin = " with weights of unknown origin (not recognised by sha256)" if info.pretrained is None else ""
-    print(f"jaxstyle: wrote {out} ({result.shape[1]}×{result.shape[0]}) in {record['seconds']:.1f} s "
-          f"(first step incl. compile {record['compile_seconds']:.1f} s){origin}: {format_terms(p.terms if p else {})}",
-          file=sys.stderr)
+    print(f"jaxstyle: wrote {out} ({result.shape[1]}×{result.shape[0]}, {cfg.recipe.precision}) in "
+          f"{record['seconds']:.1f} s (first step incl. compile {record['compile_seconds']:.1f} s){origin}: "
+          f"{format_terms(p.terms if p else {})}", file=sys.stderr)
     return 0
 
 
-__all__ = ["Bar", "JSON_KEYS", "finish", "format_terms", "load_network"]
+__all__ = ["Bar", "JSON_KEYS", "finish", "format_terms", "load_network", "mark", "reset_stamps", "since_launch"]

@@ -45,6 +45,7 @@ def run(args) -> int:
     from jaxstyle.plan.scales import schedule
 
     t_start = time.perf_counter()
+    report.mark("imported")
     cfg = config_from_args(args)
     if args.save_every < 0:
         raise UserError(f"--save-every must be >= 0, got {args.save_every}")
@@ -56,7 +57,9 @@ def run(args) -> int:
         inputs.at_scale(originals, scale, cfg)
     inputs.check_memory(cfg, (plan[-1].height, plan[-1].width), originals.styles)
     out = imageio.check_output_path(args.output, inputs=[args.content, *args.styles, *(args.mask or ()), cfg.run.init])
+    report.mark("inputs")
     network, info, metadata, cfg = report.load_network(args, cfg)
+    report.mark("network")
     steps = sum(s.steps for s in plan)  # over every scale when coarse-to-fine
     bar = report.Bar(args.quiet, steps, desc="stylize")
 

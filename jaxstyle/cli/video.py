@@ -138,10 +138,12 @@ def run(args) -> int:
         print(f"jaxstyle: stopped after {where}; run the same command again to continue", file=sys.stderr)
         return 128 + stopping["signal"]
     record = {"input": args.input, "output": args.output, "styles": list(args.styles), "frames": made,
-              "seconds": round(time.perf_counter() - t0, 3), "weights": info.source, "pretrained": info.pretrained}
+              "seconds": round(time.perf_counter() - t0, 3), "precision": cfg.recipe.precision, "weights": info.source,
+              "pretrained": info.pretrained}
     if args.json:
         print(summary_json(record))
-    print(f"jaxstyle: wrote {args.output} ({made} frames × {len(args.styles)} styles) in {record['seconds']:.1f} s",
+    print(f"jaxstyle: wrote {args.output} ({made} frames × {len(args.styles)} styles, {cfg.recipe.precision}) "
+          f"in {record['seconds']:.1f} s",
           file=sys.stderr)
     return 0
 

@@ -24,8 +24,6 @@ import os
 import re
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -439,6 +437,9 @@ def download(model: str = "vgg19", source: str = "torchvision", *, url: str | No
 
     def fail(reason: str) -> DownloadError:
         return DownloadError(f"could not download {url} ({reason}); nothing was kept; {GET_WEIGHTS}", reason)
+
+    import urllib.error  # here, not at import: only a download needs them (start-up, issue 14)
+    import urllib.request
 
     try:
         digest = hashlib.sha256()

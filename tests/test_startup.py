@@ -1,0 +1,83 @@
+"""Start-up (issue 14): nothing heavy at import time, and a warm compile cache is never
+missed.
+
+- ``import jaxstyle``, ``jaxstyle --help``, every command's ``--help`` and ``jaxstyle weights
+  list`` never import JAX (nor Flax/Optax): checked in a fresh interpreter's ``sys.modules``.
+- A second identical CLI run on the same ``JAXSTYLE_COMPILE_CACHE`` adds no file to it: every
+  program it needs was found under the key the first run wrote (a key that changed from run
+  to run, e.g. from a path, a time or an object id in the program, would recompile each time).
+- ``JAXSTYLE_TRACE_STARTUP=1`` prints the phase stamps ``bench/startup.py`` reads, and the
+  ``--json`` record carries ``first_step_seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import CLI_OPTS, write_image
+
+HEAVY = ("jax", "jaxlib", "flax", "optax", "ml_dtypes")
+
+
+def heavy_modules_after(code: str, tmp_path) -> list[str]:
+    probe = f"""
+import sys
+{code}
+print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    env = {**os.environ, "JAXSTYLE_HOME": str(tmp_path / "home"), "JAXSTYLE_COMPILE_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_import_and_help_do_not_import_jax(tmp_path):
+    assert heavy_modules_after("import jaxstyle; jaxstyle.__version__", tmp_path) == []
+    calls = [[], ["--help"], ["weights", "list"]] + [[c, "--help"] for c in
+                                                     ("stylize", "batch", "texture", "inpaint", "video", "serve", "weights")]
+    code = "from jaxstyle.cli.main import main\nimport contextlib, io\n"
+    for argv in calls:
+        code += (f"with contextlib.redirect_stdout(io.StringIO()):\n    try: main({argv!r})\n"
+                 f"    except SystemExit: pass\n")
+    assert heavy_modules_after(code, tmp_path) == []
+    # ... nor does a bad option, found before anything starts
+    bad = "from jaxstyle.cli.main import main\ntry: main(['stylize', 'a.png', 'b.png', '-o', 'x.png', '--steps', 'many'])\nexcept SystemExit: pass\n"
+    assert heavy_modules_after(bad, tmp_path) == []
+
+
+STAMP = re.compile(r"^jaxstyle: startup: \+([0-9.]+) s (.+)$", re.M)
+
+
+@pytest.mark.slow  # two CLI processes, one of them compiling (about 10–20 s on 2 cores)
+def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
+    content, style = write_image(tmp_path / "c.png", 48, 64, 1), write_image(tmp_path / "s.png", 40, 40, 2)
+    cache = tmp_path / "xla-cache"
+    env = {**os.environ, "JAXSTYLE_COMPILE_CACHE": str(cache), "JAXSTYLE_TRACE_STARTUP": "1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def run(i: int) -> tuple[set[Path], dict, dict]:
+        done = subprocess.run(
+            [sys.executable, "-m", "jaxstyle", "stylize", str(content), str(style), "-o", str(tmp_path / f"o{i}.png"),
+             "--weights", tiny_weights, *CLI_OPTS, "--steps", "1", "--json", "-q"],
+            capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        stamps = {name: float(t) for t, name in STAMP.findall(done.stderr)}
+        return {p for p in cache.rglob("*") if p.is_file()}, json.loads(done.stdout), stamps
+
+    first, record, stamps = run(1)
+    assert first, "the first run wrote nothing to the compile cache"
+    second, record2, stamps2 = run(2)
+    assert second == first, f"the second run compiled again: {sorted(p.name for p in second - first)}"
+    # The stamps: every phase, in order, the first step within the run's own time.
+    for s, r in ((stamps, record), (stamps2, record2)):
+        assert list(s) == ["parsed", "imported", "inputs", "network", "first step", "written"], s
+        assert list(s.values()) == sorted(s.values())
+        assert r["first_step_seconds"] == pytest.approx(s["first step"], abs=0.002)
+        assert 0 < r["first_step_seconds"] < 600 and r["precision"] == "fp32"
