@@ -24,7 +24,7 @@ from flax import nnx
 
 from jaxstyle.config import Recipe
 from jaxstyle.engine.resample import resize
-from jaxstyle.model import pixels
+from jaxstyle.model import pixels, vgg
 from jaxstyle.objective import style
 from jaxstyle.objective.terms import Targets
 from jaxstyle.optim import optimizers
@@ -76,7 +76,21 @@ def init_states(recipe: Recipe, sharding, images):
     return state if sharding is None else jax.lax.with_sharding_constraint(state, sharding)
 
 
-def _steps(graphdef, recipe: Recipe, n: int, unroll: bool, shared: tuple[str, ...], params, targets: Targets, state):
+@jax.jit
+def grad_kernels(kernels):
+    """{conv name: the kernel of its input gradient} (``vgg.grad_kernel``), made once per
+    network and passed to :data:`chunk`, so no chunk call rebuilds them."""
+    return {name: vgg.grad_kernel(k) for name, k in kernels.items()}
+
+
+def _steps(graphdef, recipe: Recipe, n: int, unroll: bool, shared: tuple[str, ...], params, targets: Targets, state,
+           kernels_t=None):
+    with vgg.grad_kernels(kernels_t):
+        return _traced_steps(graphdef, recipe, n, unroll, shared, params, targets, state)
+
+
+def _traced_steps(graphdef, recipe: Recipe, n: int, unroll: bool, shared: tuple[str, ...], params, targets: Targets,
+                  state):
     b = state.image.shape[0]
     # Targets every image shares are held once and broadcast here, inside the program: XLA
     # fuses the broadcast into the loss, so they are never materialised B times.
@@ -95,18 +109,21 @@ def _steps(graphdef, recipe: Recipe, n: int, unroll: bool, shared: tuple[str, ..
     return jax.lax.scan(lambda st, _: batched(st, targets), state, None, length=n)
 
 
-def _chunk(graphdef, recipe: Recipe, n: int, unroll: bool, shared, sharding, params, targets: Targets, state):
+def _chunk(graphdef, recipe: Recipe, n: int, unroll: bool, shared, sharding, params, targets: Targets, state,
+           kernels_t=None):
+    """``kernels_t``: :func:`grad_kernels` of the network's current kernels (None: the
+    program makes them itself, in every call)."""
     local = functools.partial(_steps, graphdef, recipe, n, unroll, shared)
     if sharding is None:
-        return local(params, targets, state)
+        return local(params, targets, state, kernels_t)
     # shard_map, not the automatic partitioner: each device runs exactly the program one
     # device runs for its images, with no partitioning choice in between (tested: the same
     # numbers as one device of the same runtime, bit for bit).
     spec = jax.sharding.PartitionSpec
     batch, whole = spec(BATCH_AXIS), spec()
     target_specs = Targets(*(whole if k in shared else batch for k in Targets._fields))
-    return jax.shard_map(local, mesh=sharding.mesh, in_specs=(whole, target_specs, batch),
-                         out_specs=(batch, spec(None, BATCH_AXIS)), check_vma=False)(params, targets, state)
+    return jax.shard_map(local, mesh=sharding.mesh, in_specs=(whole, target_specs, batch, whole),
+                         out_specs=(batch, spec(None, BATCH_AXIS)), check_vma=False)(params, targets, state, kernels_t)
 
 
 # The state is donated: the optimiser's history is the largest buffer, and the caller never
@@ -141,4 +158,5 @@ def finals(recipe: Recipe, state: StepState):
     return jnp.clip(pixels.to_rgb01(images, recipe.pixel_space), 0.0, 1.0)
 
 
-__all__ = ["BATCH_AXIS", "carry_image", "carry_state", "chunk", "blend_style", "features", "finals", "finish_style", "init_states", "style_statistics"]
+__all__ = ["BATCH_AXIS", "carry_image", "carry_state", "chunk", "blend_style", "features", "finals", "finish_style",
+           "grad_kernels", "init_states", "style_statistics"]

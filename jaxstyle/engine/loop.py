@@ -23,6 +23,7 @@ from flax import nnx
 from jaxstyle.config import Recipe
 from jaxstyle.engine import compiled
 from jaxstyle.engine.targets import Problem
+from jaxstyle.model import vgg
 from jaxstyle.optim.step import StepState
 
 
@@ -44,10 +45,10 @@ class Progress:
 def default_chunk(chunk: int = 0) -> int:
     """Steps per compiled call: ``chunk`` when given, else per backend. Measured (bench/): on
     XLA:CPU a rolled scan is several times slower than the same step called from Python, so
-    unroll there; 4 unrolled steps per call take 12 % less CPU time per step than 1 (the
-    kernels' transposed copies for the input gradient are made once per call; 256², Adam, 2
-    cores) and compile in ~3 s (8 took 12 s). On accelerators a rolled scan of 10 steps
-    removes the per-step host round trip."""
+    unroll there; 4 unrolled steps per call took 12 % less CPU time per step than 1 (256²,
+    Adam, 2 cores; then the kernels' transposed copies for the input gradient were made in
+    every call, now once per network: :func:`grad_kernels`) and compile in ~3 s (8 took 12 s).
+    On accelerators a rolled scan of 10 steps removes the per-step host round trip."""
     if chunk:
         return chunk
     return 4 if jax.default_backend() == "cpu" else 10
@@ -63,12 +64,36 @@ def batch_mesh(devices: Sequence | None = None) -> jax.sharding.Mesh:
     return jax.make_mesh((len(devices),), (compiled.BATCH_AXIS,), (jax.sharding.AxisType.Auto,), devices=devices)
 
 
+# (kernel arrays, their grad_kernels), most recent last. Keyed by the kernel arrays themselves
+# (held here, so their ids stay theirs): a network whose kernels are replaced or set again
+# (``set_value``) gets new arrays, hence new grad kernels, never stale ones.
+_GRAD_KERNELS: list[tuple[tuple, dict]] = []
+
+
+def grad_kernels(network, sharding=None) -> dict:
+    """The network's ``compiled.grad_kernels``, made once per set of kernel arrays (and
+    placement): the chunk program then never rebuilds them (see ``vgg._conv_pre``)."""
+    if not isinstance(network, vgg.VGG):
+        return None
+    kernels = vgg.conv_kernels(network)
+    key = (tuple(kernels.values()), sharding)
+    for held, made in _GRAD_KERNELS:
+        if len(held[0]) == len(key[0]) and held[1] == sharding and all(a is b for a, b in zip(held[0], key[0])):
+            return made
+    made = compiled.grad_kernels(kernels)
+    if sharding is not None:
+        made = jax.device_put(made, sharding)
+    _GRAD_KERNELS.append((key, made))
+    del _GRAD_KERNELS[:-4]  # a few networks at most (a server holds one per model)
+    return made
+
+
 def _placement(problem: Problem, mesh):
-    """(params, targets, init, sharding) placed on ``mesh`` (None: as they are)."""
+    """(params, targets, init, sharding, grad kernels) placed on ``mesh`` (None: as they are)."""
     graphdef, params = nnx.split(problem.network)
     targets, init = problem.targets, problem.init
     if mesh is None or mesh.size == 1:
-        return graphdef, params, targets, init, None
+        return graphdef, params, targets, init, None, grad_kernels(problem.network)
     if init.shape[0] % mesh.size:
         raise ValueError(f"batch of {init.shape[0]} does not divide over {mesh.size} devices; pad it")
     spec = jax.sharding.PartitionSpec
@@ -79,12 +104,12 @@ def _placement(problem: Problem, mesh):
         k: jax.device_put(v, replicated if k in problem.shared else sharding)
         for k, v in targets._asdict().items() if v is not None
     })
-    return graphdef, params, targets, jax.device_put(init, sharding), sharding
+    return graphdef, params, targets, jax.device_put(init, sharding), sharding, grad_kernels(problem.network, replicated)
 
 
 def init_state(problem: Problem, mesh=None) -> StepState:
     """Fresh optimiser states for the problem's starting images."""
-    _, _, _, init, sharding = _placement(problem, mesh)
+    _, _, _, init, sharding, _ = _placement(problem, mesh)
     return compiled.init_states(problem.recipe, sharding, init)
 
 
@@ -92,16 +117,17 @@ def run_chunk(problem: Problem, state: StepState, n: int, mesh=None, *, unroll: 
               ) -> tuple[StepState, dict]:
     """``n`` steps in one compiled call; the state is donated. Terms: {name: (n, B)}.
     ``unroll``: straight-line steps (default on CPU) or a rolled ``lax.scan``."""
-    graphdef, params, targets, _, sharding = _placement(problem, mesh)
+    graphdef, params, targets, _, sharding, kernels_t = _placement(problem, mesh)
     unroll = jax.default_backend() == "cpu" if unroll is None else unroll
-    return compiled.chunk(graphdef, problem.recipe, n, unroll, problem.shared, sharding, params, targets, state)
+    return compiled.chunk(graphdef, problem.recipe, n, unroll, problem.shared, sharding, params, targets, state,
+                          kernels_t)
 
 
 def iterate(problem: Problem, *, steps: int, state: StepState | None = None, mesh=None, chunk: int = 0,
             boundaries: Sequence[int] = ()) -> Iterator[Progress]:
     """Run ``steps`` steps from ``state`` (default: fresh), yielding after every chunk and at
     each of ``boundaries``. Nothing is yielded for 0 steps."""
-    graphdef, params, targets, init, sharding = _placement(problem, mesh)
+    graphdef, params, targets, init, sharding, kernels_t = _placement(problem, mesh)
     recipe = problem.recipe
     n_chunk = default_chunk(chunk)
     unroll = jax.default_backend() == "cpu"
@@ -118,7 +144,8 @@ def iterate(problem: Problem, *, steps: int, state: StepState | None = None, mes
             # everything else in whole chunks; never a third compile for a remainder.
             n = n_chunk if done > 0 and stop - done >= n_chunk else 1
             t0 = time.perf_counter()
-            state, terms = compiled.chunk(graphdef, recipe, n, unroll, problem.shared, sharding, params, targets, state)
+            state, terms = compiled.chunk(graphdef, recipe, n, unroll, problem.shared, sharding, params, targets, state,
+                                          kernels_t)
             terms = {k: np.asarray(v[-1]) for k, v in terms.items()}
             elapsed = time.perf_counter() - t0
             if done == 0:
