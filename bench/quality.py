@@ -20,12 +20,7 @@ pair is dominated by rounding and later steps amplify it (``bench/nspt_replay.py
 itself, run with 1 instead of 2 threads, ends 1e-3–1e-2 away from its own 2-thread run).
 So each preset also runs (1) PyTorch again with one thread: the float32 spread of the SAME
 program, and (2) both implementations in float64, where rounding mostly stops reaching the
-trajectory. Measured (30 steps, 128 px): gatys agrees to 6e-13 in float64. nspt does not:
-this baseline departs in float64 from neural-style-pt's own algorithm (torch, one
-``step(feval)``; tests/test_realweights.py) from step 10 on (8e-6, then 8e-3 at 30), while
-jaxstyle's engine matches that algorithm to 3.5e-11 over all 30 steps; the baseline's
-difference is not its Gram (bmm) nor its per-iteration ``step()`` calls (both checked
-equivalent) and is not yet explained.
+trajectory (measured: ``bench/results/quality-latest.md``).
 
 Last result: see ``bench/results/quality-latest.md`` (2-core CPU, loaded by other jobs).
 """
@@ -117,7 +112,7 @@ def run_torch(weights: str, preset: str, options: dict, content, style, *, threa
         # The baseline is written for float32 (its nchw casts); here its module and every
         # array it builds are float64, so targets, image and optimiser state are float64.
         net = net.double()
-        torch_ref.nchw = lambda a, device="cpu": nchw(a, device).double()
+        torch_ref.nchw = _nchw64
     try:
         obj = torch_ref.Objective(net, cfg, content, [style])
         init = np.asarray(torch_ref.from_rgb01(torch_ref.nchw(content), cfg.recipe.pixel_space)[0].permute(1, 2, 0))
@@ -134,6 +129,15 @@ def run_torch(weights: str, preset: str, options: dict, content, style, *, threa
     final = {k: float(v.reshape(-1)[0]) for k, v in terms.items()}
     final["total"] = sum(final.values())
     return {"last_step": last, "final": final}, seconds
+
+
+def _nchw64(hwc, device="cpu"):
+    """torch_ref.nchw without its float32 cast (which would round the float64 start)."""
+    import torch
+
+    a = np.asarray(hwc, np.float64)
+    a = a.transpose(2, 0, 1)[None] if a.ndim == 3 else a.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
 
 def run_jax64(weights: str, preset: str, options: dict, content, style) -> tuple[dict, float]:
