@@ -194,7 +194,7 @@ def jax_worker(job: dict) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     import jaxstyle
 
-    trace, writes, compile_s = [], [], []
+    trace, writes, compile_s, written = [], [], [], []
     target, full = job["target"], (job["size"], job["size"])
     out_dir = Path(job["out_dir"])
 
@@ -205,10 +205,15 @@ def jax_worker(job: dict) -> dict:
         compile_s[:] = [p.compile_seconds]  # cumulative over scales
         at_full = hw == full
         done = p.step == p.total
-        if at_full and (done or (target is not None and total <= target * job["write_margin"])):
+        # A candidate only when the loss fell a further 1 % since the last one: a run that
+        # hovers just above L* must go on improving, not stop after a few near-identical
+        # writes (that cut the 256 px "same" run off at step 93 of 1000).
+        better = not written or total <= written[-1] * 0.99
+        if at_full and (done or (target is not None and total <= target * job["write_margin"] and better)):
             path = out_dir / f"{job['name']}-{p.step:05d}.png"
             jaxstyle.save_image(path, p.images()[0])
             writes.append((time.time() - job["launch"], p.step, str(path)))
+            written.append(total)
             if target is not None and (total <= target * job["stop_margin"] or len(writes) >= job["max_writes"]):
                 raise _Done
 
@@ -317,7 +322,7 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--write-margin", type=float, default=1.05, help="write candidates once jaxstyle's loss ≤ this × L*")
     p.add_argument("--stop-margin", type=float, default=0.97, help="stop once jaxstyle's loss ≤ this × L*")
-    p.add_argument("--max-writes", type=int, default=6)
+    p.add_argument("--max-writes", type=int, default=12, help="at most this many candidate images (each 1 %% better than the last)")
     p.add_argument("--cache", default=None, help="jaxstyle compile cache folder (default: a persistent one in ~/.cache)")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per process")
     p.add_argument("--tag", default="latest")
