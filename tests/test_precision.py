@@ -66,3 +66,13 @@ def test_help_explains_auto(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "one of auto, fp32, bf16" in text and "auto is bf16 on GPU/TPU and fp32 on CPU" in text
     assert "(default: auto)" in text
+
+
+def test_memory_estimate_takes_an_unresolved_auto_recipe():
+    # A Recipe built by hand (not through make_config) still says "auto": the memory check
+    # must resolve it (fp32 on CPU) instead of failing on a table lookup.
+    from jaxstyle.config import Recipe
+    from jaxstyle.plan.memory import estimate
+
+    assert estimate(Recipe(), (96, 128)) == estimate(Recipe(precision="fp32"), (96, 128))
+    assert estimate(Recipe(), (96, 128)) != estimate(Recipe(precision="bf16"), (96, 128))

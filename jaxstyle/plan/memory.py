@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from jaxstyle.config import Recipe
+from jaxstyle.config import Recipe, resolve_precision
 from jaxstyle.errors import UserError
 from jaxstyle.model.vgg import BLOCKS, WIDTHS, layer_names
 
@@ -88,7 +88,8 @@ def estimate(recipe: Recipe, shape: tuple[int, int], batch: int = 1) -> Estimate
     """Bytes a run of ``batch`` images of ``shape`` (H, W) needs on its device."""
     h, w = shape[:2]
     px = h * w
-    per_el = ACTIVATION_BYTES[(recipe.precision, recipe.remat)]
+    # A hand-built Recipe may still say "auto" (make_config resolves it; this takes any recipe).
+    per_el = ACTIVATION_BYTES[(resolve_precision(recipe.precision), recipe.remat)]
     activations = per_el * conv_elements_per_pixel(recipe) * px
     optimizer = 4 * optimizer_floats_per_value(recipe) * 3 * px
     content = 4 * 512 * px / 64  # content target at relu4_2, kept per image
