@@ -52,8 +52,10 @@ DATA = Path("/work/shared/data")
 # jaxstyle's fastest schedule (issue 14): stylize(...) options on top of the preset; at
 # 512 px / 1000 steps it is jaxstyle's ``fast`` preset (scales 256, 362, 512 with 250, 200,
 # ≤200 steps, ≤ 362 full-size step-equivalents). The step counts are ceilings; the run stops
-# as soon as its written image reaches L*. Measured at 256 px with steps_fraction 0.3: L* was
-# reached 9 steps into the full-size scale (bench/results/time-to-image-256.md). Not measured at 512.
+# as soon as its written image reaches L*. Caution (256 px run, bench/results/time-to-image-256*.md):
+# nspt does not clamp, so the 8-bit written images' losses are dominated by clipping (PyTorch:
+# 2.84e6 unclipped, 5.89e6 written) and L* is reached far too early; score clamped recipes or
+# unclipped arrays before trusting a ratio. Not measured at 512.
 FAST = {"init": "content", "min_scale_fraction": 0.5, "initial_steps_fraction": 0.25, "steps_fraction": 0.2}
 
 
@@ -327,6 +329,7 @@ def parse_args(argv=None):
     p.add_argument("--cache", default=None, help="jaxstyle compile cache folder (default: a persistent one in ~/.cache)")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per process")
     p.add_argument("--tag", default="latest")
+    p.add_argument("--baseline", default=None, help="a previous result JSON: reuse its PyTorch run (its files folder must still exist) instead of running it again")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -339,20 +342,29 @@ def main(argv=None) -> int:
         return 0
     sys.path.insert(0, str(ROOT))
     RESULTS.mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="jaxstyle-tti-"))
+    prev = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    tmp = Path(prev["files"]) if prev else Path(tempfile.mkdtemp(prefix="jaxstyle-tti-"))
+    if prev and ((prev["size"], prev["preset"]) != (args.size, args.preset) or not (tmp / "torch.png").exists()):
+        raise SystemExit(f"--baseline {args.baseline}: another size/preset, or its files ({tmp}) are gone")
     if args.weights is None:
         args.weights = str(REAL_WEIGHTS) if REAL_WEIGHTS.exists() else "random:0"
     weights, weights_what = weights_file(args.weights, tmp)
     real = not args.weights.startswith("random:")
-    content, style, images_what = inputs(args.size, tmp)
-    steps = args.steps or flat_recipe(args.preset)["steps"]
+    if prev:  # the very PNGs the PyTorch run read
+        content, style, images_what = tmp / "content.png", tmp / "style.png", prev["images"]
+    else:
+        content, style, images_what = inputs(args.size, tmp)
+    steps = (prev["steps"] if prev else args.steps) or flat_recipe(args.preset)["steps"]
     recipe = flat_recipe(args.preset, size=args.size, steps=steps)
     cache = args.cache or str(Path.home() / ".cache" / "jaxstyle" / "bench-xla-cache")
     base = {"device": args.device, "weights": weights, "content": str(content), "style": str(style),
             "size": args.size, "out_dir": str(tmp), "preset": args.preset}
     print(f"time_to_image: {args.size} px, {args.preset}, {steps} steps, weights {weights_what}; files in {tmp}", flush=True)
 
-    torch_run = launch(dict(base, kind="torch", name="torch", recipe=recipe, steps=steps), args.timeout)
+    if prev:
+        torch_run = dict(prev["torch"], writes=[(prev["torch_seconds"], steps, str(tmp / "torch.png"))])
+    else:
+        torch_run = launch(dict(base, kind="torch", name="torch", recipe=recipe, steps=steps), args.timeout)
     evaluate = Evaluator(recipe, weights, content, style)
     target = evaluate(read_rgb01(torch_run["writes"][-1][2]))["total"]
     torch_seconds = torch_run["writes"][-1][0]
@@ -380,7 +392,7 @@ def main(argv=None) -> int:
         "weights": weights_what, "real_weights": real, "images": images_what,
         "target_loss": target, "torch_seconds": round(torch_seconds, 2),
         "torch": {k: torch_run[k] for k in ("trace", "process_seconds", "cpu_seconds", "others_cpu_pct", "cores")},
-        "runs": runs, "files": str(tmp),
+        "runs": runs, "files": str(tmp), "baseline_from": args.baseline,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(),
     }
     best = min((r for r in runs if r["jaxstyle_seconds"] is not None), key=lambda r: r["jaxstyle_seconds"], default=None)

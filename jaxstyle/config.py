@@ -172,9 +172,9 @@ PRESETS: dict[str, dict] = {
     # jaxstyle's own: neural-style-pt's objective (every nspt loss term and weight), reached
     # sooner. Not a published recipe: it starts at the content image (nspt: noise) and solves
     # coarse-to-fine from half the default size (256 → 362 → 512 px; 250, 200, 200 steps:
-    # ~0.36 of nspt's 1000 full-size steps in work). Measured (bench/time_to_image.py, 256 px,
-    # package-index VGG-19, same schedule scaled): a lower nspt loss than neural-style-pt's
-    # 1000 steps from noise in 0.09× PyTorch's wall time. At other sizes set --min-scale SIZE/2.
+    # ~0.36 of nspt's 1000 full-size steps in work). Its time to an equally good image is NOT
+    # yet measured fairly (README "Time to image": nspt does not clamp, and the 8-bit written
+    # images' losses were dominated by clipping). At other sizes set --min-scale SIZE/2.
     "fast": dict(
         weights_source="caffe",
         pixel_space="caffe",
