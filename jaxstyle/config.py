@@ -150,47 +150,35 @@ RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSettings))
 OPTION_FIELDS = ("weights_source",) + RECIPE_FIELDS + RUN_FIELDS  # the flat option names
 _TUPLES = ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights")
 
-# Each preset is a published recipe, reproduced term by term; see README "Recipes".
+# ProGamerGov/neural-style-pt's objective (neural_style.py @7251405) with the Caffe VGG19: its
+# loss terms, weights and L-BFGS settings, shared by the presets that optimise exactly it.
+_NSPT_OBJECTIVE = dict(
+    weights_source="caffe",
+    pixel_space="caffe",
+    content_weight=5.0,
+    normalize_layer_weights=False,
+    style_weight=100.0,
+    gram_norm="chw",
+    tv_loss="l1_sum",
+    tv_weight=1e-3,
+    lbfgs_tolerance_grad=-1.0,
+    lbfgs_tolerance_change=-1.0,
+)
+
+# Each preset is a published recipe, reproduced term by term (see README "Recipes"), except
+# ``fast``, jaxstyle's own schedule for one of them.
 PRESETS: dict[str, dict] = {
     # pystiche's CLI defaults (pystiche/_cli.py @71217c2) with torchvision VGG19.
     "gatys": dict(),
-    # ProGamerGov/neural-style-pt defaults (neural_style.py @7251405) with the Caffe VGG19.
-    "nspt": dict(
-        weights_source="caffe",
-        pixel_space="caffe",
-        content_weight=5.0,
-        normalize_layer_weights=False,
-        style_weight=100.0,
-        gram_norm="chw",
-        tv_loss="l1_sum",
-        tv_weight=1e-3,
-        steps=1000,
-        lbfgs_tolerance_grad=-1.0,
-        lbfgs_tolerance_change=-1.0,
-        init="random",
-    ),
-    # jaxstyle's own: neural-style-pt's objective (every nspt loss term and weight), reached
-    # sooner. Not a published recipe: it starts at the content image (nspt: noise) and solves
-    # coarse-to-fine from half the default size (256 → 362 → 512 px; 250, 200, 200 steps:
-    # ~0.36 of nspt's 1000 full-size steps in work). Its time to an equally good image is NOT
-    # yet measured fairly (README "Time to image": nspt does not clamp, and the 8-bit written
-    # images' losses were dominated by clipping). At other sizes set --min-scale SIZE/2.
-    "fast": dict(
-        weights_source="caffe",
-        pixel_space="caffe",
-        content_weight=5.0,
-        normalize_layer_weights=False,
-        style_weight=100.0,
-        gram_norm="chw",
-        tv_loss="l1_sum",
-        tv_weight=1e-3,
-        lbfgs_tolerance_grad=-1.0,
-        lbfgs_tolerance_change=-1.0,
-        init="content",
-        min_scale=256,
-        initial_steps=250,
-        steps=200,
-    ),
+    # neural-style-pt's defaults: its objective, 1000 steps from noise.
+    "nspt": dict(_NSPT_OBJECTIVE, steps=1000, init="random"),
+    # jaxstyle's own: neural-style-pt's objective, reached sooner. Not a published recipe: it
+    # starts at the content image (nspt: noise) and solves coarse-to-fine from half the default
+    # size (256 → 362 → 512 px; 250, 200, 200 steps: ~0.36 of nspt's 1000 full-size steps in
+    # work). Its time to an equally good image is NOT yet measured fairly (README "Time to
+    # image": nspt does not clamp, and the 8-bit written images' losses were dominated by
+    # clipping). At other sizes set --min-scale SIZE/2.
+    "fast": dict(_NSPT_OBJECTIVE, init="content", min_scale=256, initial_steps=250, steps=200),
     # crowsonkb/style-transfer-pytorch (style_transfer.py @e7e2c71) with torchvision VGG19.
     "quality": dict(
         padding="replicate_first",
