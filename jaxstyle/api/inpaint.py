@@ -1,5 +1,6 @@
-"""Inpainting by local feature statistics: fill the white region of a mask so that its
-features have the statistics of the hole's own neighbourhood, and join their surroundings.
+"""Inpainting by neural patches and local feature statistics: fill the white region of a
+mask so that its patches and features are those of the hole's own neighbourhood, and join
+their surroundings.
 
 At a working size (long side ``min(size, the image's)``) the hole is the free variable; the
 network sees the image's own pixels everywhere else (``Targets.fixed``), so features that
@@ -7,30 +8,36 @@ straddle the border, and the TV term, pull the fill into continuity with them. T
 content term. The result is upsampled to the input's size and only the pixels inside the
 mask (mask ≥ ½) are written: every other pixel is the input's, bit for bit.
 
-Why the fill is not speckle (issue 11). Global statistics of the whole image barely
-constrain a small hole, and what they leave free, high-frequency colour noise, costs almost
-nothing; so nothing here starts from or tolerates colour noise:
+Why the fill is neither speckle nor a patch that shows (issue 11). Global statistics of the
+whole image barely constrain a small hole, and what they leave free, high-frequency colour
+noise, costs almost nothing; so the fill is held by its neighbourhood:
 
-- Target: the guided statistics (:mod:`jaxstyle.objective.guided`) of a *ring* of known
-  pixels around the hole (:func:`ring_width`), taken at positions whose whole pooling block
-  lies in the ring, from the image with its hole smoothly filled (so what the mask hides
-  does not leak into the target). A deep layer with no such position falls back to the
-  whole known part.
+- Neural patches (MRF; Li & Wand 2016, for inpainting Yang et al. 2017): every 3×3 patch
+  that touches a hole, at relu3_1, relu4_1 and on the pixels themselves
+  (:data:`PATCH_LAYERS`), is pulled towards its most similar (normalised cross-correlation)
+  patch of *known* positions within :func:`ring_width` ×2 of that hole
+  (:func:`patch_targets`), matched anew at every evaluation inside the compiled step
+  (``Targets.patches``, :mod:`jaxstyle.objective.patches`). The target patches are read
+  from the image's current features, so features that see the hole through their receptive
+  field are not fixed at their start values. Deviations: the pixel layer; each hole's
+  error is divided by the detail energy of its own targets (a smooth sky keeps no noise);
+  no content network (Yang et al.'s global term is the guided statistics below).
+- Statistics: the guided statistics (:mod:`jaxstyle.objective.guided`) of a *ring* of known
+  pixels around each hole (:func:`ring_width`), taken at positions whose whole pooling block
+  lies in the ring, from the image with its hole smoothly filled. A deep layer with no such
+  position falls back to the whole known part.
 - Start: the hole filled smoothly from its border (pull–push: masked averages over a
   pyramid) plus *luminance-only* Gaussian noise as strong as the ring's own fine detail
   (:func:`grey_noise`). The preset's start is not used (nspt's is uniform noise in all
-  three channels, which the statistics then cannot remove): ``init`` defaults to
-  ``"content"`` here; ``--init random`` still gives that noise start.
-- Several holes: each connected part (:func:`components`) is its own guided region with
-  its own ring, so a hole in the sky is not asked for the statistics of one in the rocks.
+  three channels): ``init`` defaults to ``"content"`` here; ``--init random`` still gives
+  that noise start.
+- Several holes: each connected part (:func:`components`) is its own guided region, ring
+  and patch group, so a hole in the sky is not asked for the rocks of another.
 - Coarse to fine (:func:`coarse_to_fine`): half the working size first, where the deep
   layers see the hole's whole neighbourhood and lay out the fill, then the working size.
-- Colour (:func:`keep_colour`, after each scale): the fill keeps its luminance and takes
-  the colour of the pull–push membrane, so no saturated blotch survives.
-
-Deviation from Li & Wand / Yang et al.: no neural patch (MRF) term yet;
-:mod:`jaxstyle.objective.patches` has it as a pure function, waiting to be wired into the
-step (a ``Targets.patches`` field).
+- After each scale: the fill's low frequencies are joined to the border
+  (:func:`join_border`, membrane cloning) and its colour is the pull–push membrane's
+  (:func:`keep_colour`), so no seam or saturated blotch survives.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from jaxstyle.io.masks import load_mask
 from jaxstyle.model import pixels
 from jaxstyle.model.vgg import min_size
 from jaxstyle.objective import guided as guides
+from jaxstyle.objective import patches as mrf
 from jaxstyle.objective import style as style_kind
 from jaxstyle.plan import inputs
 from jaxstyle.plan.scales import schedule
@@ -193,6 +201,95 @@ def keep_colour(result: np.ndarray, img: np.ndarray, hole: np.ndarray) -> np.nda
     return np.where(hole[..., None], out, img).astype(np.float32)
 
 
+# Yang et al. 2017 match patches at relu3_1 and relu4_1; "pixels" (the image itself) is an
+# addition: no VGG layer holds on to the finest detail, and without it a hole in a smooth
+# sky came out 2.5-3x as busy as its surroundings (issue 11's check, 160 px).
+PATCH_LAYERS = ("pixels", "relu3_1", "relu4_1")
+# The terms are relative errors (÷ the detail around each hole); at 1e6 they weigh about as
+# much as nspt's style terms at the start of a solve (measured on the bench photos).
+PATCH_WEIGHT = 1e6
+MAX_TARGET_PATCHES = 1024  # per layer, shared by the holes
+MAX_CENTRES = 4096  # per layer
+
+
+def patch_targets(shapes: dict, parts: list[np.ndarray], known: np.ndarray, reach: list[int], layers,
+                  weight: float) -> dict[str, mrf.Patches] | None:
+    """The MRF targets (:mod:`jaxstyle.objective.patches`) of each hole in ``parts`` at
+    ``layers`` (feature grids ``shapes[layer]`` = (h, w)): the patches whose cells are
+    wholly known and lie within ``reach[k]`` px of hole k, matched only to hole k's own
+    patches (a hole in the sky copies sky); where a hole has fewer than 16 within reach,
+    the whole known part."""
+    out = {}
+    for name in layers:
+        h, w = shapes[name]
+        times = _poolings(name)
+        known_share = guides.pool_mask(known, times)[:h, :w]
+        targets, tgroups, centres, cgroups, weights = [], [], [], [], []
+        per_hole = max(16, MAX_TARGET_PATCHES // len(parts))
+        for k, part in enumerate(parts):
+            share = guides.pool_mask(part, times)[:h, :w]
+            c, wt = mrf.patch_centres(share, 3)
+            if not len(c):
+                continue
+            near = guides.pool_mask(dilate(part, reach[k]), times)[:h, :w] > 0
+            t = mrf.source_centres(known_share, near, 3, per_hole)
+            if len(t) < 16:
+                t = mrf.source_centres(known_share, np.ones((h, w), bool), 3, per_hole)
+            if not len(t):
+                continue
+            targets.append(t)
+            tgroups.append(np.full(len(t), k, np.int32))
+            centres.append(c)
+            cgroups.append(np.full(len(c), k, np.int32))
+            weights.append(wt)
+        if not centres:
+            continue
+        c, cg, wt = np.concatenate(centres), np.concatenate(cgroups), np.concatenate(weights)
+        if len(c) > MAX_CENTRES:
+            keep = np.linspace(0, len(c) - 1, MAX_CENTRES).round().astype(int)
+            c, cg, wt = c[keep], cg[keep], wt[keep]
+        out[name] = mrf.Patches(jnp.asarray(np.concatenate(targets)), jnp.asarray(np.concatenate(tgroups)),
+                                jnp.asarray(c), jnp.asarray(cg), jnp.asarray(wt), jnp.asarray(weight, jnp.float32))
+    return out or None
+
+
+def _poolings(layer: str) -> int:
+    return 0 if layer == "pixels" else int(np.log2(min_size([layer])))
+
+
+def join_border(result: np.ndarray, img: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``result`` inside the hole plus a smooth membrane that cancels its offset from the
+    known pixels along the hole's border, so the fill's low frequencies meet its
+    surroundings without a step; its detail is kept.
+
+    Deviation (not in Li & Wand / Yang et al.): membrane cloning (Farbman et al. 2009,
+    "Coordinates for instant image cloning") with the pull–push membrane of
+    :func:`pull_push` in place of mean-value coordinates. The offset at each border pixel
+    of the hole is the smooth fill there (the average of the nearest known pixels) minus
+    the result.
+    """
+    known = ~hole
+    border = hole & dilate(known, 1)
+    if not border.any():
+        return result
+    smooth = pull_push(img, known)
+    offset = np.where(border[..., None], smooth - result, 0.0)
+    membrane = relax(pull_push(offset, border), hole & ~border)
+    return np.where(hole[..., None], result + membrane, img)
+
+
+def relax(values: np.ndarray, free: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """``values`` (H×W×C) with the ``free`` pixels moved towards the harmonic (Laplace)
+    membrane over the others: Jacobi sweeps from a pull–push start, whose 2×2 blocks would
+    otherwise show as fine detail of their own."""
+    v = np.asarray(values, np.float64).copy()
+    for _ in range(iterations):
+        p = np.pad(v, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        avg = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+        v = np.where(free[..., None], avg, v)
+    return v
+
+
 def fill(
     image_u8: np.ndarray,
     hole_full: np.ndarray,
@@ -201,6 +298,7 @@ def fill(
     network,
     callback: Callable | None = None,
     boundaries: Sequence[int] = (),
+    patch_weight: float = PATCH_WEIGHT,
 ) -> np.ndarray:
     """The inpainted image, uint8 at ``image_u8``'s size; unchanged outside ``hole_full``."""
     h0, w0 = image_u8.shape[:2]
@@ -222,6 +320,7 @@ def fill(
         rings = [dilate(part, ring_width(part, deepest)) & known for part in parts]
         ring = np.any(rings, axis=0)
         smooth = pull_push(img, known).astype(np.float32)
+        patch_layers = [name for name in PATCH_LAYERS if patch_weight and min(h, w) >= 3 * 2 ** _poolings(name)]
         feats = features(network, smooth, recipe.style_layers, recipe)
         ring_masks = guides.layer_masks(np.stack(rings).astype(np.float32), recipe.style_layers)
         known_masks = guides.layer_masks(known[None].astype(np.float32), recipe.style_layers)
@@ -246,19 +345,24 @@ def fill(
             style_targets[name] = loss_kind.finish(jax.tree.map(lambda *xs: jnp.stack(xs), *per_part))
         fixed = Fixed(pixels.from_rgb01(jnp.asarray(img), recipe.pixel_space), jnp.asarray(hole[..., None], jnp.float32))
         if carried is not None:  # the coarser scale's fill at this size: its luminance, the membrane's colour
-            start = keep_colour(np.asarray(pixels.to_rgb01(carried[0], recipe.pixel_space)), img, hole)
+            coarse = np.asarray(pixels.to_rgb01(carried[0], recipe.pixel_space))
+            start = keep_colour(join_border(coarse, img, hole), img, hole)
         elif run_cfg.run.init == "random":
             start = rng.uniform(0, 1, img.shape)
         else:
             start = smooth + grey_noise(img, ring, rng)
         start = np.where(hole[..., None], np.clip(start, 0, 1), img).astype(np.float32)
         init = pixels.from_rgb01(jnp.asarray(start), recipe.pixel_space)[None]
-        targets = Targets(style=style_targets, masks=hole_masks, fixed=fixed)
-        return Problem(recipe, network, targets, jnp.asarray(init), shared=("style", "masks", "fixed"))
+        reach = [2 * ring_width(part, deepest) for part in parts]
+        shapes = {name: guides.pool_mask(known, _poolings(name)).shape for name in patch_layers}
+        mrf_targets = patch_targets(shapes, parts, known, reach, patch_layers, patch_weight)
+        targets = Targets(style=style_targets, masks=hole_masks, fixed=fixed, patches=mrf_targets)
+        shared = ("style", "masks", "fixed") + (("patches",) if mrf_targets else ())
+        return Problem(recipe, network, targets, jnp.asarray(init), shared=shared)
 
     problem, state = scales.solve(build, plan, recipe, callback=callback, boundaries=boundaries, chunk=cfg.run.chunk)
     img, hole = _at(image_u8, hole_full, plan[-1])
-    result = keep_colour(loop.final_images(problem, state)[0], img, hole)
+    result = keep_colour(join_border(loop.final_images(problem, state)[0], img, hole), img, hole)
     full = imageio.resize_to(result, h0, w0, resample="bicubic")
     out = image_u8.copy()
     out[hole_full] = imageio.to_uint8(np.clip(full, 0.0, 1.0))[hole_full]
@@ -294,15 +398,18 @@ def inpaint(
     network=None,
     callback: Callable | None = None,
     boundaries: Sequence[int] = (),
+    patch_weight: float = PATCH_WEIGHT,
     **options,
 ) -> np.ndarray:
     """Fill the white part of ``mask`` in ``image`` (paths or arrays). Returns uint8 H×W×3
     at the image's own size, equal to it outside the mask. ``options``: Config fields;
-    ``size`` is the working long side (the image is never enlarged)."""
+    ``size`` is the working long side (the image is never enlarged); ``patch_weight``: the
+    MRF term's weight (0: off)."""
     cfg = inpaint_config(preset, **options)
     if cfg.run.init not in ("content", "random"):
         raise UserError("--init for inpainting is 'content' (a smooth fill plus noise) or 'random'")
     image_u8 = inputs.as_uint8(image, "image")
     hole = read_hole(mask, image_u8.shape[:2])
     network, _, cfg = resolve(network, weights, cfg)
-    return fill(image_u8, hole, cfg, network=network, callback=callback, boundaries=boundaries)
+    return fill(image_u8, hole, cfg, network=network, callback=callback, boundaries=boundaries,
+                patch_weight=patch_weight)

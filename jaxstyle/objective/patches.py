@@ -15,17 +15,49 @@ Wand, treated as a constant when differentiating. Deviations: the loss is a weig
 (so its size does not depend on the hole's area or the layer's width) and positions carry
 weights w_m (a hole pixel's share of the position), where Li & Wand sum over all positions.
 
-Host-side preparation (which positions, which target patches) is :func:`patch_centres` and
-:func:`target_patches`; :func:`patch_loss` is the pure term the step evaluates.
+In the compiled step (``Targets.patches``, :class:`Patches`, :func:`layer_loss`) the target
+patches are read from the image's own current features at known positions, and each free
+patch is matched only within its group (its hole). Host-side preparation (which positions)
+is :func:`patch_centres` and :func:`source_centres` (:func:`target_patches` for fixed
+target arrays); :func:`patch_loss` is the plain term.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 EPS = 1e-8
+
+
+class Patches(NamedTuple):
+    """One layer's MRF target, as the compiled step takes it (see :func:`patch_loss`). The
+    target patches are read from the image's own current features at ``sources`` (known
+    positions), so they are what the network sees there once the hole is filled, not
+    features of a start whose hole leaks into them through the receptive field."""
+
+    sources: jax.Array  # (K,) int, flat positions of the target patches
+    target_groups: jax.Array  # (K,) int
+    centres: jax.Array  # (M,) int, flat positions in the layer's h×w grid
+    centre_groups: jax.Array  # (M,) int
+    weights: jax.Array  # (M,) ≥ 0
+    scale: jax.Array  # () the term's weight
+
+
+def layer_loss(features: jax.Array, p: Patches) -> jax.Array:
+    """``p.scale`` · :func:`patch_loss` with 3×3 patches ÷ the targets' detail energy (the
+    variance within a patch, per channel, averaged), the targets gathered from ``features``
+    themselves (constants for the gradient, like the match). Deviation: the division makes
+    the term an error relative to the detail around the hole, so one weight serves every
+    layer (their feature sizes differ by orders of magnitude), and the smoother the
+    surroundings the harder the pull (a sky keeps no noise)."""
+    f = features.astype(jnp.promote_types(features.dtype, jnp.float32))
+    targets = jax.lax.stop_gradient(gather(f, p.sources, 3))
+    size = jnp.mean(jnp.var(targets.reshape(targets.shape[0], 9, f.shape[-1]), axis=1))
+    return p.scale * patch_loss(f, targets, p.centres, p.weights, 3, p.centre_groups, p.target_groups) / (size + EPS)
 
 
 def offsets(width: int, size: int) -> np.ndarray:
@@ -48,21 +80,63 @@ def _unit(x: jax.Array) -> jax.Array:
     return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + EPS)
 
 
+def patch_errors(
+    features: jax.Array, targets: jax.Array, centres: jax.Array, size: int = 3,
+    centre_groups: jax.Array | None = None, target_groups: jax.Array | None = None,
+) -> jax.Array:
+    """(M,) ‖Ψ_m(x) − Ψ_NN(m)‖² / (size²·C) of each free patch (see module doc and
+    :func:`patch_loss`)."""
+    f = features.astype(jnp.promote_types(features.dtype, jnp.float32))
+    t = targets.astype(f.dtype)
+    q = gather(f, centres, size)
+    score = jax.lax.stop_gradient(_unit(q)) @ _unit(t).T
+    if centre_groups is not None:
+        score = jnp.where(centre_groups[:, None] == target_groups[None, :], score, -jnp.inf)
+    nn = jnp.argmax(score, axis=1)
+    return jnp.mean(jnp.square(q - t[nn]), axis=1)
+
+
 def patch_loss(
-    features: jax.Array, targets: jax.Array, centres: jax.Array, weights: jax.Array, size: int = 3
+    features: jax.Array, targets: jax.Array, centres: jax.Array, weights: jax.Array, size: int = 3,
+    centre_groups: jax.Array | None = None, target_groups: jax.Array | None = None,
 ) -> jax.Array:
     """The MRF term of one image at one layer (see module doc).
 
     features: (H, W, C); targets: (K, size²·C) raw target patches; centres: (M,) int flat
-    positions of the free patches; weights: (M,) ≥ 0.
+    positions of the free patches; weights: (M,) ≥ 0. With ``centre_groups`` (M,) and
+    ``target_groups`` (K,) (ints), a patch is matched only within its own group (each hole
+    only to patches around itself).
+    """
+    err = patch_errors(features, targets, centres, size, centre_groups, target_groups)
+    w = weights.astype(err.dtype)
+    return jnp.sum(w * err) / jnp.maximum(jnp.sum(w), EPS)
+
+
+MAX_GROUPS = 8
+
+
+def layer_loss(features: jax.Array, p: Patches) -> jax.Array:
+    """``p.scale`` · the weighted mean of each free patch's error (:func:`patch_errors`,
+    3×3 patches) ÷ its group's detail energy (the variance within a target patch, per
+    channel, averaged over the group's targets), the targets gathered from ``features``
+    themselves (constants for the gradient, like the match). Groups are < ``MAX_GROUPS``.
+
+    Deviation: the division makes the term an error relative to the detail around each
+    hole, so one weight serves every layer (their feature sizes differ by orders of
+    magnitude) and every hole: the smoother a hole's surroundings, the harder the pull
+    (a hole in the sky keeps no noise).
     """
     f = features.astype(jnp.promote_types(features.dtype, jnp.float32))
-    t = targets.astype(f.dtype)
-    q = gather(f, centres, size)
-    nn = jnp.argmax(jax.lax.stop_gradient(_unit(q)) @ _unit(t).T, axis=1)
-    err = jnp.mean(jnp.square(q - t[nn]), axis=1)
-    w = weights.astype(f.dtype)
-    return jnp.sum(w * err) / jnp.maximum(jnp.sum(w), EPS)
+    targets = jax.lax.stop_gradient(gather(f, p.sources, 3))
+    detail = jnp.mean(jnp.var(targets.reshape(targets.shape[0], 9, f.shape[-1]), axis=1), axis=1)
+    total = jax.ops.segment_sum(detail, p.target_groups, MAX_GROUPS)
+    count = jax.ops.segment_sum(jnp.ones_like(detail), p.target_groups, MAX_GROUPS)
+    # floored at 1 % of the whole image's, so a flat neighbourhood (a clipped sky) cannot
+    # make the term unbounded
+    energy = jnp.maximum(total / jnp.maximum(count, 1.0), 0.01 * jnp.mean(detail))
+    err = patch_errors(f, targets, p.centres, 3, p.centre_groups, p.target_groups) / (energy[p.centre_groups] + EPS)
+    w = p.weights.astype(err.dtype)
+    return p.scale * jnp.sum(w * err) / jnp.maximum(jnp.sum(w), EPS)
 
 
 # ----------------------------------------------------------------------- host side
@@ -91,6 +165,20 @@ def patch_centres(hole_share: np.ndarray, size: int = 3, limit: int | None = Non
         keep = np.linspace(0, len(centres) - 1, limit).round().astype(int)
         centres, weights = centres[keep], weights[keep]
     return centres, weights
+
+
+def source_centres(known_share: np.ndarray, ring: np.ndarray, size: int = 3, limit: int = 1024) -> np.ndarray:
+    """Flat positions in the ``ring`` (h, w bool) whose whole size×size patch is known
+    (``known_share`` = 1), at most ``limit``, evenly spaced."""
+    h, w = known_share.shape
+    r = size // 2
+    full = known_share >= 1 - 1e-6
+    pad = np.pad(full, r)
+    all_known = np.min([pad[i:i + h, j:j + w] for i in range(size) for j in range(size)], axis=0)
+    sel = np.flatnonzero(ring & all_known & valid_centres(h, w, size)).astype(np.int32)
+    if len(sel) > limit:
+        sel = sel[np.linspace(0, len(sel) - 1, limit).round().astype(int)]
+    return sel
 
 
 def target_patches(features: np.ndarray, known_share: np.ndarray, ring: np.ndarray, size: int = 3,

@@ -2,7 +2,8 @@
 
 ``loss_terms`` is what the compiled step differentiates. Each optional target switches a
 term on: ``content`` (feature reconstruction), ``style`` (plain or, with ``masks``, guided
-statistics), ``fixed`` (inpainting: only the hole is free), ``temporal`` (video: stay
+statistics), ``fixed`` (inpainting: only the hole is free), ``patches`` (inpainting: neural patch / MRF
+matching at some layers, :mod:`jaxstyle.objective.patches`), ``temporal`` (video: stay
 close to the warped previous frame where the flow is reliable). TV is on when its weight is.
 """
 
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from jaxstyle.config import Recipe
 from jaxstyle.model.vgg import VGG
 from jaxstyle.objective import guided, losses, style, temporal
+from jaxstyle.objective import patches as mrf
 
 
 class Fixed(NamedTuple):
@@ -40,18 +42,23 @@ class Targets(NamedTuple):
     masks: dict[str, jax.Array] | None = None  # {layer: (R, h, w)} regions of guided statistics
     fixed: Fixed | None = None
     temporal: Temporal | None = None
+    patches: dict[str, mrf.Patches] | None = None  # {layer: MRF target}, weight inside
 
 
 def loss_terms(image: jax.Array, targets: Targets, network: VGG, recipe: Recipe) -> dict[str, jax.Array]:
-    """Weighted loss terms for one image: ``content``, ``style:<layer>`` each, ``tv``, ``temporal``."""
+    """Weighted loss terms for one image: ``content``, ``style:<layer>`` each, ``tv``, ``temporal``,
+    ``patch:<layer>`` each."""
     dtype = jnp.bfloat16 if recipe.precision == "bf16" else None
     if targets.fixed is not None:
         # Only the hole is free: the network (and TV) see the input's own pixels around it,
         # so the fill has to join them.
         image = targets.fixed.image + targets.fixed.hole * (image - targets.fixed.image)
+    layers = recipe.all_layers
+    if targets.patches is not None:
+        layers = tuple(dict.fromkeys(layers + tuple(k for k in targets.patches if k != "pixels")))
     feats = network(
         image,
-        recipe.all_layers,
+        layers,
         pixel_space=recipe.pixel_space,
         pooling=recipe.pooling,
         padding=recipe.padding,
@@ -79,6 +86,10 @@ def loss_terms(image: jax.Array, targets: Targets, network: VGG, recipe: Recipe)
         terms["temporal"] = recipe.temporal_weight * temporal.temporal_loss(
             image, targets.temporal.warped, targets.temporal.weight
         )
+    if targets.patches is not None:
+        for name, target in targets.patches.items():
+            # "pixels": the image itself (the fine detail no VGG layer holds on to)
+            terms[f"patch:{name}"] = mrf.layer_loss(image if name == "pixels" else feats[name], target)
     return terms
 
 
