@@ -137,3 +137,23 @@ def test_cli_inpaint_keeps_every_other_pixel(tmp_path):
     a, b = np.asarray(Image.open(src).convert("RGB")), np.asarray(Image.open(out).convert("RGB"))
     hole = hole_mask(50, 70) >= 128
     assert b.shape == a.shape and np.array_equal(a[~hole], b[~hole]) and not np.array_equal(a[hole], b[hole])
+
+
+def test_chroma_term_in_the_step_matches_numpy_and_wraps_for_tileable(net):
+    """``Targets.chroma``: weight · mean over the mask of |ΔCb|² + |ΔCr|² (BT.601, 0-255
+    units), the Laplacian read periodically when the padding is circular."""
+    from jaxstyle.objective.chroma import Chroma
+
+    rng = np.random.default_rng(7)
+    img = rng.uniform(0, 1, (16, 24, 3))
+    rows = np.array([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])  # JPEG's Cb, Cr
+    cc = 255 * img @ rows.T
+    for tileable, mode in ((False, "edge"), (True, "wrap")):
+        cfg = T.texture_config(tileable=tileable, size=24, style_layers=("relu1_1",))
+        targets = Targets(style=_targets(net, cfg), chroma=Chroma(jnp.float32(3.0), jnp.ones((16, 24, 1))))
+        x = jnp.asarray(img, jnp.float32)
+        from jaxstyle.model import pixels
+        got = float(loss_terms(pixels.from_rgb01(x, cfg.recipe.pixel_space), targets, net, cfg.recipe)["chroma"])
+        p = np.pad(cc, ((1, 1), (1, 1), (0, 0)), mode=mode)
+        lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * cc
+        np.testing.assert_allclose(got, 3.0 * np.sum(lap ** 2) / (16 * 24), rtol=1e-4)

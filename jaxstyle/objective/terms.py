@@ -3,7 +3,8 @@
 ``loss_terms`` is what the compiled step differentiates. Each optional target switches a
 term on: ``content`` (feature reconstruction), ``style`` (plain or, with ``masks``, guided
 statistics), ``fixed`` (inpainting: only the hole is free), ``patches`` (inpainting: neural patch / MRF
-matching at some layers, :mod:`jaxstyle.objective.patches`), ``temporal`` (video: stay
+matching at some layers, :mod:`jaxstyle.objective.patches`), ``chroma`` (textures: smooth
+colour, :mod:`jaxstyle.objective.chroma`), ``temporal`` (video: stay
 close to the warped previous frame where the flow is reliable). TV is on when its weight is.
 """
 
@@ -15,8 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxstyle.config import Recipe
+from jaxstyle.model import pixels
 from jaxstyle.model.vgg import VGG
 from jaxstyle.objective import guided, losses, style, temporal
+from jaxstyle.objective import chroma as chroma_term
 from jaxstyle.objective import patches as mrf
 
 
@@ -43,11 +46,12 @@ class Targets(NamedTuple):
     fixed: Fixed | None = None
     temporal: Temporal | None = None
     patches: dict[str, mrf.Patches] | None = None  # {layer: MRF target}, weight inside
+    chroma: chroma_term.Chroma | None = None  # smooth colour (textures), weight inside
 
 
 def loss_terms(image: jax.Array, targets: Targets, network: VGG, recipe: Recipe) -> dict[str, jax.Array]:
     """Weighted loss terms for one image: ``content``, ``style:<layer>`` each, ``tv``, ``temporal``,
-    ``patch:<layer>`` each."""
+    ``patch:<layer>`` each, ``chroma``."""
     dtype = jnp.bfloat16 if recipe.precision == "bf16" else None
     if targets.fixed is not None:
         # Only the hole is free: the network (and TV) see the input's own pixels around it,
@@ -90,6 +94,10 @@ def loss_terms(image: jax.Array, targets: Targets, network: VGG, recipe: Recipe)
         for name, target in targets.patches.items():
             # "pixels": the image itself (the fine detail no VGG layer holds on to)
             terms[f"patch:{name}"] = mrf.layer_loss(image if name == "pixels" else feats[name], target)
+    if targets.chroma is not None:
+        rgb01 = pixels.to_rgb01(image, recipe.pixel_space)
+        terms["chroma"] = targets.chroma.weight * chroma_term.chroma_loss(
+            rgb01, targets.chroma.mask, wrap=recipe.padding == "circular")
     return terms
 
 
