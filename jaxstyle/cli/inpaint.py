@@ -17,8 +17,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inpaint",
         help="fill the white region of a mask with texture that matches the rest of the image",
-        description="Fill the white part of MASK so that its VGG feature statistics match those of "
-        "the rest of IMAGE and it joins its surroundings. Every pixel outside the mask is written "
+        description="Fill the white part of MASK from the hole's own neighbourhood: each hole's VGG "
+        "feature statistics are matched to a ring of known pixels around it, and its patches (pixels, "
+        "relu3_1, relu4_1) to nearby known patches, coarse to fine, joined to the border. Every pixel outside the mask is written "
         "back unchanged, at the image's own size (bit for bit in PNG or TIFF).",
     )
     p.add_argument("image", help="image to fill (any format Pillow reads)")
