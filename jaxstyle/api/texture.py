@@ -3,12 +3,12 @@ statistics match a style image's, with no content term.
 
 ``tileable=True`` makes every convolution (and the TV term, and the resampling between
 scales) wrap around, so the texture is periodic: copies laid side by side join without a
-seam. No reference program offers this.
-
-A colour-smoothness term (:data:`CHROMA_WEIGHT`, :mod:`jaxstyle.objective.chroma`) keeps the
-statistics from leaving fine colour speckle in flat areas; an addition to the paper. Its sides are rounded to multiples of the deepest
+seam. No reference program offers this. Its sides are rounded to multiples of the deepest
 style layer's pooling factor (16 for relu5_1): otherwise a pooling that drops an odd row
 would break the wrap-around at that depth.
+
+A colour-smoothness term (:data:`CHROMA_WEIGHT`, :mod:`jaxstyle.objective.chroma`) keeps the
+statistics from leaving fine colour speckle in flat areas; an addition to the paper.
 """
 
 from __future__ import annotations

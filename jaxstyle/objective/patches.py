@@ -47,19 +47,6 @@ class Patches(NamedTuple):
     scale: jax.Array  # () the term's weight
 
 
-def layer_loss(features: jax.Array, p: Patches) -> jax.Array:
-    """``p.scale`` · :func:`patch_loss` with 3×3 patches ÷ the targets' detail energy (the
-    variance within a patch, per channel, averaged), the targets gathered from ``features``
-    themselves (constants for the gradient, like the match). Deviation: the division makes
-    the term an error relative to the detail around the hole, so one weight serves every
-    layer (their feature sizes differ by orders of magnitude), and the smoother the
-    surroundings the harder the pull (a sky keeps no noise)."""
-    f = features.astype(jnp.promote_types(features.dtype, jnp.float32))
-    targets = jax.lax.stop_gradient(gather(f, p.sources, 3))
-    size = jnp.mean(jnp.var(targets.reshape(targets.shape[0], 9, f.shape[-1]), axis=1))
-    return p.scale * patch_loss(f, targets, p.centres, p.weights, 3, p.centre_groups, p.target_groups) / (size + EPS)
-
-
 def offsets(width: int, size: int) -> np.ndarray:
     """Flat offsets of a size×size patch's cells from its centre, in a row-major grid of
     ``width`` columns (row by row, so patches flatten as (p, p, C))."""
