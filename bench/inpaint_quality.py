@@ -229,6 +229,13 @@ def run_inpaint(name: str, network, *, size: int, steps: int, preset: str = "nsp
                             for (what, _), r in zip(boxes, hole_report(img, out, parts))]
 
 
+def painting_gram_errors(name: str, other: str, arrays, size: int) -> dict[str, float]:
+    """:func:`gram_errors` of the painting ``other`` against ``name`` (both tests/data
+    textures at long side ``size``): how far an unrelated image's statistics are, for scale."""
+    style, unrelated = photo_array(f"texture_{name}", size), photo_array(f"texture_{other}", size)
+    return gram_errors(torch_grams(unrelated, arrays, STYLE_LAYERS), torch_grams(style, arrays, STYLE_LAYERS))
+
+
 def run_texture(name: str, network, arrays, *, size: int, steps: int, tileable: bool, preset: str = "nspt") -> tuple:
     from PIL import Image
 

@@ -242,9 +242,7 @@ def test_real_texture_matches_style_statistics_and_tiles(real_weights):
     arrays = Q.read_safetensors(real_weights)
     _, row = Q.run_texture("starry_night", net, arrays, size=96, steps=160, tileable=True)
     # An unrelated image's statistics, for scale: the other painting.
-    other = Q.photo_array("texture_great_wave", 96)
-    style = Q.photo_array("texture_starry_night", 96)
-    far = Q.gram_errors(Q.torch_grams(other, arrays, Q.STYLE_LAYERS), Q.torch_grams(style, arrays, Q.STYLE_LAYERS))
+    far = Q.painting_gram_errors("starry_night", "great_wave", arrays, 96)
     # ‖G_texture − G_style‖ ÷ ‖G_style‖ per layer, against the same for the other painting
     # (0.36–1.2 at 96 px). relu5_1 sees only 6×6 positions here and its nspt loss is the
     # smallest; measured 0.74 against 1.21, so it gets a looser bound and no absolute one.
