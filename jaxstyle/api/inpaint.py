@@ -145,7 +145,8 @@ def ring_width(hole: np.ndarray, deepest: int) -> int:
     return int(max(max(1, deepest // 4), np.ceil(0.5 * np.sqrt(area))))
 
 
-MAX_REGIONS = 8
+# Each region is also a patch group, and the patch term has this many group slots.
+MAX_REGIONS = mrf.MAX_GROUPS
 
 
 def components(hole: np.ndarray) -> list[np.ndarray]:
