@@ -104,6 +104,12 @@ def network_input(x: torch.Tensor, pixel_space: str, convention: str) -> torch.T
     return (rgb - _const(IMAGENET_MEAN, x)) / _const(IMAGENET_STD, x)
 
 
+def pixel_box(pixel_space: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (low, high) of the RGB [0,1] box in ``pixel_space``, shaped (1, 3, 1, 1)."""
+    lo, hi = torch.zeros(1, 3, 1, 1, dtype=like.dtype, device=like.device), torch.ones(1, 3, 1, 1, dtype=like.dtype, device=like.device)
+    return from_rgb01(lo, pixel_space), from_rgb01(hi, pixel_space)
+
+
 def from_rgb01(rgb: torch.Tensor, pixel_space: str) -> torch.Tensor:
     if pixel_space == "rgb01":
         return rgb
@@ -141,8 +147,8 @@ class Objective(torch.nn.Module):
     def __init__(self, net: TorchVGG, cfg, content_rgb01: np.ndarray, styles_rgb01: Sequence[np.ndarray]):
         cfg = _Flat(cfg)
         super().__init__()
-        if cfg.style_loss != "gram" or cfg.padding != "zeros" or cfg.ema_decay is not None or cfg.clamp:
-            raise ValueError("the PyTorch baseline covers Gram style loss, zero padding, no EMA, no clamp")
+        if cfg.style_loss != "gram" or cfg.padding != "zeros" or cfg.ema_decay is not None:
+            raise ValueError("the PyTorch baseline covers Gram style loss, zero padding, no EMA")
         if cfg.tv_weight and cfg.tv_loss != "l1_sum":
             raise ValueError("the PyTorch baseline covers the l1_sum TV loss only")
         self.net, self.cfg = net, cfg
@@ -243,6 +249,13 @@ class Run:
 
     def step(self) -> dict[str, torch.Tensor]:
         self.optimizer.step(self._closure)
+        if self.cfg.clamp:
+            # Projection onto the pixel box after the update, in place: torch's L-BFGS keeps
+            # its own step t·d as the curvature pair's s, so the projection does not enter
+            # the history (jaxstyle's TorchLBFGS does the same).
+            with torch.no_grad():
+                lo, hi = pixel_box(self.cfg.pixel_space, self.image)
+                self.image.copy_(torch.maximum(torch.minimum(self.image, hi), lo))
         return self.last
 
     def terms(self) -> dict[str, np.ndarray]:

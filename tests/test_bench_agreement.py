@@ -90,6 +90,24 @@ def test_baseline_and_jaxstyle_agree(weights_path, optimizer, remat):
     assert ours[n]["total"][0] < ours[0]["total"][0]  # and both actually optimised
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_clamped_recipes_agree(weights_path, optimizer):
+    # time_to_image scores clamped recipes: the baseline must project onto the pixel box as
+    # jaxstyle does (after the update, outside L-BFGS's history). The content has pixels at 0
+    # and 1, so the first updates push some of them out and the projection matters: the
+    # unclamped baseline must not pass the same gate. L-BFGS: two steps (its first one is
+    # t = 1/|g|_1, too short to leave the box; the second leaves it by far).
+    n, rtol = CHECK[optimizer]
+    n = max(n, 2)
+    cfg = make_config("gatys", optimizer=optimizer, steps=n + 1, clamp=True, **LAYERS)
+    content, style = pictures()
+    ours = jax_trace(weights_path, cfg, content, style, n + 1)
+    theirs = torch_trace(weights_path, cfg, content, style, n + 1)
+    assert agreement(ours, theirs, [0, n], rtol)["ok"], agreement(ours, theirs, [0, n], rtol)
+    unclamped = torch_trace(weights_path, make_config("gatys", optimizer=optimizer, steps=n + 1, **LAYERS), content, style, n + 1)
+    assert not agreement(ours, unclamped, [n], rtol)["ok"]
+
+
 def test_agreement_check_refuses_a_different_recipe(weights_path):
     # The gate must fail when the baseline runs something else (here: style weight ×1.01).
     cfg = make_config("gatys", optimizer="adam", steps=2, **LAYERS)
