@@ -59,8 +59,10 @@ STAMP = re.compile(r"^jaxstyle: startup: \+([0-9.]+) s (.+)$", re.M)
 def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
     content, style = write_image(tmp_path / "c.png", 48, 64, 1), write_image(tmp_path / "s.png", 40, 40, 2)
     cache = tmp_path / "xla-cache"
-    env = {**os.environ, "JAXSTYLE_COMPILE_CACHE": str(cache), "JAXSTYLE_TRACE_STARTUP": "1"}
+    env = {**os.environ, "JAXSTYLE_COMPILE_CACHE": str(cache), "JAXSTYLE_TRACE_STARTUP": "1", "JAX_LOG_COMPILES": "1"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    programs = []
 
     def run(i: int) -> tuple[set[Path], dict, dict]:
         done = subprocess.run(
@@ -69,12 +71,17 @@ def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
             capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr
         stamps = {name: float(t) for t, name in STAMP.findall(done.stderr)}
+        programs.append(set(re.findall(r"Compiling jit\((\w+)\)", done.stderr)))
         return {p for p in cache.rglob("*") if p.is_file()}, json.loads(done.stdout), stamps
 
     first, record, stamps = run(1)
     assert first, "the first run wrote nothing to the compile cache"
     second, record2, stamps2 = run(2)
     assert second == first, f"the second run compiled again: {sorted(p.name for p in second - first)}"
+    # Every program is traced, lowered and looked up again on each start (~20-50 ms each
+    # here): only jaxstyle's own jit boundaries, no eager jnp operation's program.
+    assert programs[1] == {"features", "style_statistics", "blend_style", "finish_style", "grad_kernels",
+                           "init_states", "_chunk", "finals"}, programs[1]
     # The stamps: every phase, in order, the first step within the run's own time.
     for s, r in ((stamps, record), (stamps2, record2)):
         assert list(s) == ["parsed", "imported", "inputs", "network", "first step", "written"], s

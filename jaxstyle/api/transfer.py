@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from jaxstyle.api.network import resolve
@@ -55,7 +55,8 @@ def problem(network: VGG, content_rgb01: np.ndarray, styles_rgb01: Sequence[np.n
     from ``init`` (H×W×3 in the recipe's pixel space; default: from ``cfg.run.init``)."""
     if init is None:
         init = inputs.initial_image(content_rgb01.shape[:2], cfg, content_rgb01)
-    return batch_problem(network, cfg.recipe, [content_rgb01], [list(styles_rgb01)], jnp.asarray(init)[None],
+    return batch_problem(network, cfg.recipe, [content_rgb01], [list(styles_rgb01)],
+                         jax.device_put(np.asarray(init)[None]),  # host-side: no program for the new axis
                          blend_weights=cfg.run.style_blend_weights, **extra_targets)
 
 

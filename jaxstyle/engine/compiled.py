@@ -53,11 +53,12 @@ def style_statistics(graphdef, recipe: Recipe, params, image):
 
 
 @jax.jit
-def blend_style(stacked, weights):
-    """Statistics stacked over styles, blended by ``weights`` (normalised to sum 1). Its own
+def blend_style(per_style, weights):
+    """Statistics of each style (a list), blended by ``weights`` (normalised to sum 1). Its own
     program, so that what the loss derives from the blend (:func:`finish_style`) sees the
     same numbers for a style alone and for that style blended with weight 0 (fused into one
     program, XLA would contract the blend's products into the next operations)."""
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_style)
     w = weights / jnp.sum(weights)
     return jax.tree.map(lambda a: jnp.tensordot(w.astype(a.dtype), a, axes=1), stacked)
 

@@ -46,7 +46,7 @@ class Problem:
 def features(network: VGG, image_rgb01, layers: Sequence[str], recipe: Recipe) -> dict:
     """The network's features of one RGB [0,1] image at ``layers``, as the step sees them."""
     graphdef, params = nnx.split(network)
-    x = pixels.from_rgb01(jnp.asarray(image_rgb01), recipe.pixel_space)
+    x = _on_device(pixels.from_rgb01(_host(image_rgb01), recipe.pixel_space))
     return compiled.features(graphdef, recipe, tuple(layers), params, x)
 
 
@@ -60,14 +60,23 @@ def style_targets(network: VGG, styles_rgb01: Sequence, recipe: Recipe,
     ``blend_weights`` (default equal; normalised). ``blend=False``: one set per style,
     stacked on a leading axis (guided regions)."""
     graphdef, params = nnx.split(network)
+    # Host arrays go in by device_put, and the stacking happens inside blend_style: an eager
+    # jnp.asarray or jnp.stack is a small program of its own to trace and look up at start-up.
     per_style = [compiled.style_statistics(graphdef, recipe, params,
-                                           pixels.from_rgb01(jnp.asarray(s), recipe.pixel_space))
+                                           _on_device(pixels.from_rgb01(_host(s), recipe.pixel_space)))
                  for s in styles_rgb01]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_style)
-    if blend:
-        weights = np.asarray(blend_weights if blend_weights is not None else (1.0,) * len(per_style), np.float32)
-        stacked = compiled.blend_style(stacked, jnp.asarray(weights))
-    return compiled.finish_style(recipe, stacked)
+    if not blend:
+        return compiled.finish_style(recipe, _stack(per_style))
+    weights = np.asarray(blend_weights if blend_weights is not None else (1.0,) * len(per_style), np.float32)
+    return compiled.finish_style(recipe, compiled.blend_style(per_style, weights))
+
+
+def _host(a):
+    return a if isinstance(a, jax.Array) else pixels.host(a)
+
+
+def _on_device(a):
+    return a if isinstance(a, jax.Array) else jax.device_put(a)
 
 
 def _stack(trees: Sequence) -> dict:

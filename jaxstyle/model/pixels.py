@@ -12,6 +12,7 @@ The network's weights expect their own *convention* (the same two names), applie
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,10 +32,19 @@ def to_rgb01(x, space: str):
     return (x + jnp.asarray(CAFFE_MEAN_BGR, x.dtype))[..., ::-1] / 255.0
 
 
+def host(a) -> np.ndarray:
+    """``a`` as a host array of the dtype JAX would give it (float32 unless x64 is on), so
+    host-side preparation computes what the same jnp operations would."""
+    a = np.asarray(a)
+    return a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False)
+
+
 def from_rgb01(r, space: str):
     """RGB [0,1] (…, 3) to pixels in ``space``."""
     if space == "rgb01":
         return r
+    if isinstance(r, np.ndarray):  # host input stays on the host (no eager programs at start-up)
+        return r[..., ::-1] * r.dtype.type(255.0) - np.asarray(CAFFE_MEAN_BGR, r.dtype)
     return r[..., ::-1] * 255.0 - jnp.asarray(CAFFE_MEAN_BGR, r.dtype)
 
 

@@ -159,7 +159,7 @@ def initial_image(shape: tuple[int, int], cfg: Config, content_rgb01: np.ndarray
     if init == "content":
         if content_rgb01 is None:
             raise UserError("--init content needs a content image; start from 'random' noise or an image PATH")
-        r = jnp.asarray(content_rgb01)
+        r = jax.device_put(pixels.host(content_rgb01))  # not jnp.asarray: no program to compile
     elif init == "random":
         key = jax.random.key(cfg.run.seed)
         if space == "caffe":
