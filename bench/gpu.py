@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out", default=None, help="also copy the results into this folder")
     p.add_argument("--tti", type=int, default=0, metavar="SIZE",
-                   help="then also run bench.time_to_image at this size (nspt, real weights if present)")
+                   help="then also run bench.time_to_image at this size (default preset, real weights if present)")
     p.add_argument("--tti-only", action="store_true", help="only the time-to-image run")
     args = p.parse_args(argv)
     name = gpu_name()
