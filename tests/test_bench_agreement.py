@@ -92,7 +92,7 @@ def test_baseline_and_jaxstyle_agree(weights_path, optimizer, remat):
 
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_clamped_recipes_agree(weights_path, optimizer):
-    # time_to_image scores clamped recipes: the baseline must project onto the pixel box as
+    # time_to_image --clamp runs clamped recipes: the baseline must project onto the pixel box as
     # jaxstyle does (after the update, outside L-BFGS's history). The content has pixels at 0
     # and 1, so the first updates push some of them out and the projection matters: the
     # unclamped baseline must not pass the same gate. L-BFGS: two steps (its first one is
