@@ -230,7 +230,9 @@ def test_real_photo_fills_are_neither_speckle_nor_blur(real_weights):
     assert len(rows) == 3
     for row in rows:  # sky, texture, edge; the original photo scores 0.4-1.1 on both
         assert row["fill_chroma"] <= 2.0, row
-        assert 0.5 <= row["fill_luma"] <= 1.6, row
+        # Blur: at most as smooth as the bar (0.5) or, where the photo itself is smoother
+        # than that (its sky: 0.38), as the photo.
+        assert min(0.5, row["orig_luma"]) <= row["fill_luma"] <= 1.6, row
 
 
 @pytest.mark.slow
@@ -275,7 +277,7 @@ def test_chroma_loss_matches_numpy_and_ignores_luminance():
 
 
 def test_fill_keeps_the_membranes_colour_and_its_own_luminance():
-    from jaxstyle.api.inpaint import keep_colour, pull_push
+    from jaxstyle.api.inpaint import keep_colour, membrane
 
     rng = np.random.default_rng(4)
     img = rng.uniform(0.3, 0.7, (20, 24, 3))
@@ -283,11 +285,56 @@ def test_fill_keeps_the_membranes_colour_and_its_own_luminance():
     hole[5:14, 6:18] = True
     result = np.clip(img + rng.uniform(-0.2, 0.2, img.shape), 0, 1)  # a fill with colour noise
     out = keep_colour(result, img, hole)
-    membrane = Q.ycbcr(pull_push(img, ~hole))
+    smooth = Q.ycbcr(membrane(img, ~hole))
     got, want_y = Q.ycbcr(out), Q.ycbcr(result)[..., 0]
-    np.testing.assert_allclose(got[hole][:, 1:], membrane[hole][:, 1:], atol=1e-3)  # colour: the membrane's
+    np.testing.assert_allclose(got[hole][:, 1:], smooth[hole][:, 1:], atol=1e-3)  # colour: the membrane's
     np.testing.assert_allclose(got[hole][:, 0], want_y[hole], atol=1e-3)  # brightness: the fill's
     assert np.array_equal(out[~hole], img[~hole].astype(np.float32))
+
+
+def laplace_fill(img: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The discrete Laplace equation over the unknown pixels (4 neighbours; at the image's
+    edge a missing neighbour counts as the pixel itself), known pixels fixed: one sparse
+    direct solve (scipy), independent of jaxstyle's iterative membrane."""
+    from scipy.sparse import lil_matrix
+    from scipy.sparse.linalg import spsolve
+
+    h, w = known.shape
+    free = np.flatnonzero(~known.ravel())
+    index = {int(f): i for i, f in enumerate(free)}
+    a = lil_matrix((len(free), len(free)))
+    b = np.zeros((len(free), img.shape[2]))
+    for i, f in enumerate(free):
+        y, x = divmod(int(f), w)
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if not (0 <= ny < h and 0 <= nx < w):
+                continue
+            a[i, i] += 1
+            if known[ny, nx]:
+                b[i] += img[ny, nx]
+            else:
+                a[i, index[ny * w + nx]] -= 1
+    out = img.astype(np.float64).copy()
+    out.reshape(-1, img.shape[2])[free] = spsolve(a.tocsr(), b)
+    return out
+
+
+def test_membrane_is_the_laplace_fill():
+    # A hole under a bright sky whose dyadic 32-px block also holds a dark tree further
+    # down: the fill must take the colours right around it (pull-push alone took the tree's).
+    from jaxstyle.api.inpaint import membrane
+
+    rng = np.random.default_rng(8)
+    img = np.full((64, 80, 3), 0.8) + 0.02 * rng.standard_normal((64, 80, 3))
+    img[44:, :20] = 0.1  # the tree
+    img[20:, 20:] = 0.45  # grass
+    known = np.ones((64, 80), bool)
+    known[32:42, 0:30] = False  # touches the image's left edge
+    known[5:12, 50:61] = False
+    want = laplace_fill(img, known)
+    got = membrane(img, known)
+    assert np.array_equal(got[known], img[known])
+    np.testing.assert_allclose(got[~known], want[~known], atol=5e-3)
 
 
 def test_join_border_removes_the_step_and_keeps_the_detail():

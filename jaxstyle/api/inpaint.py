@@ -26,17 +26,17 @@ noise, costs almost nothing; so the fill is held by its neighbourhood:
   pixels around each hole (:func:`ring_width`), taken at positions whose whole pooling block
   lies in the ring, from the image with its hole smoothly filled. A deep layer with no such
   position falls back to the whole known part.
-- Start: the hole filled smoothly from its border (pull–push: masked averages over a
-  pyramid) plus *luminance-only* Gaussian noise as strong as the ring's own fine detail
-  (:func:`grey_noise`). The preset's start is not used (nspt's is uniform noise in all
-  three channels): ``init`` defaults to ``"content"`` here; ``--init random`` still gives
-  that noise start.
+- Start: the hole filled smoothly from its border (:func:`membrane`: the Laplace
+  membrane over the known pixels, solved coarse to fine) plus *luminance-only* Gaussian
+  noise as strong as the ring's own fine detail (:func:`grey_noise`). The preset's start
+  is not used (nspt's is uniform noise in all three channels): ``init`` defaults to
+  ``"content"`` here; ``--init random`` still gives that noise start.
 - Several holes: each connected part (:func:`components`) is its own guided region, ring
   and patch group, so a hole in the sky is not asked for the rocks of another.
 - Coarse to fine (:func:`coarse_to_fine`): half the working size first, where the deep
   layers see the hole's whole neighbourhood and lay out the fill, then the working size.
 - After each scale: the fill's low frequencies are joined to the border
-  (:func:`join_border`, membrane cloning) and its colour is the pull–push membrane's
+  (:func:`join_border`, membrane cloning) and its colour is the membrane's
   (:func:`keep_colour`), so no seam or saturated blotch survives.
 """
 
@@ -83,6 +83,30 @@ def pull_push(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     coarse = pull_push(np.where(coarse_known[..., None], x2 / np.maximum(k2, 1e-12)[..., None], 0.0), coarse_known)
     up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
     return np.where(k[..., None] > 0, image, up)
+
+
+def membrane(image: np.ndarray, known: np.ndarray, sweeps: int = 60) -> np.ndarray:
+    """``image`` with the pixels where ``known`` is False replaced by the harmonic (Laplace)
+    membrane over the known ones: each free pixel the average of its four neighbours, so
+    along a hole's border it takes the colour of the known pixels right next to it.
+
+    Solved coarse to fine (cascadic multigrid): the membrane of the 2×2-averaged image,
+    upsampled, then ``sweeps`` Jacobi sweeps. :func:`pull_push` alone is not this: its
+    nearest-neighbour upsampling takes a hole's colour from whichever dyadic block first
+    holds known pixels, which can lie far from the hole (a hole under the sky took the
+    colour of a tree below it)."""
+    known = np.asarray(known, bool)
+    h, w = known.shape
+    if known.all() or not known.any() or min(h, w) < 16:
+        return relax(pull_push(image, known), ~known, 200)
+    pad = ((0, h % 2), (0, w % 2))
+    k = np.pad(known.astype(np.float64), pad)
+    x = np.pad(image * known[..., None], pad + ((0, 0),))
+    k2 = k[0::2, 0::2] + k[1::2, 0::2] + k[0::2, 1::2] + k[1::2, 1::2]
+    x2 = x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
+    coarse = membrane(x2 / np.maximum(k2, 1e-12)[..., None], k2 > 0, sweeps)
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
+    return relax(np.where(known[..., None], image, up), ~known, sweeps)
 
 
 def load_pixels(path) -> tuple[np.ndarray, bytes | None]:
@@ -186,17 +210,17 @@ LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
 
 
 def keep_colour(result: np.ndarray, img: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """``result``'s luminance with the colour (BT.601 Cb, Cr) of the smooth pull–push
-    membrane over the hole; ``img`` outside it. Adding one grey value to R, G and B moves
-    only the luminance (the chroma rows of BT.601 sum to 0), so this is the membrane plus
-    the fill's luminance detail.
+    """``result``'s luminance with the colour (BT.601 Cb, Cr) of the smooth
+    :func:`membrane` over the hole; ``img`` outside it. Adding one grey value to R, G and B
+    moves only the luminance (the chroma rows of BT.601 sum to 0), so this is the membrane
+    plus the fill's luminance detail.
 
     Deviation (luminance-only transfer, Gatys et al. 2017 §5, with the membrane as the
     colour source): the statistics leave the hole's colour almost free, and VGG fills show
     saturated colour blotches no pixel around them has; the eye resolves colour far more
     coarsely than brightness, so the fill keeps the border's interpolated colour.
     """
-    smooth = pull_push(img, ~hole)
+    smooth = membrane(img, ~hole)
     detail = (result - smooth) @ LUMA
     out = np.clip(smooth + detail[..., None], 0.0, 1.0)
     return np.where(hole[..., None], out, img).astype(np.float32)
@@ -264,19 +288,20 @@ def join_border(result: np.ndarray, img: np.ndarray, hole: np.ndarray) -> np.nda
     surroundings without a step; its detail is kept.
 
     Deviation (not in Li & Wand / Yang et al.): membrane cloning (Farbman et al. 2009,
-    "Coordinates for instant image cloning") with the pull–push membrane of
-    :func:`pull_push` in place of mean-value coordinates. The offset at each border pixel
-    of the hole is the smooth fill there (the average of the nearest known pixels) minus
-    the result.
+    "Coordinates for instant image cloning") with the harmonic membrane of
+    :func:`membrane` in place of mean-value coordinates. The offset at each border pixel
+    of the hole is the smooth fill there (the membrane of the known pixels) minus the
+    result.
     """
     known = ~hole
     border = hole & dilate(known, 1)
     if not border.any():
         return result
-    smooth = pull_push(img, known)
+    smooth = membrane(img, known)
     offset = np.where(border[..., None], smooth - result, 0.0)
-    membrane = relax(pull_push(offset, border), hole & ~border)
-    return np.where(hole[..., None], result + membrane, img)
+    # The border encloses the hole (up to the image's edge, where the sweeps read the edge
+    # itself): inside it the membrane depends on the border's offsets only.
+    return np.where(hole[..., None], result + membrane(offset, border), img)
 
 
 def relax(values: np.ndarray, free: np.ndarray, iterations: int = 200) -> np.ndarray:
@@ -320,7 +345,7 @@ def fill(
         parts = components(hole)
         rings = [dilate(part, ring_width(part, deepest)) & known for part in parts]
         ring = np.any(rings, axis=0)
-        smooth = pull_push(img, known).astype(np.float32)
+        smooth = membrane(img, known).astype(np.float32)
         patch_layers = [name for name in PATCH_LAYERS if patch_weight and min(h, w) >= 3 * 2 ** _poolings(name)]
         feats = features(network, smooth, recipe.style_layers, recipe)
         ring_masks = guides.layer_masks(np.stack(rings).astype(np.float32), recipe.style_layers)
