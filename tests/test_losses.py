@@ -144,9 +144,9 @@ def test_blend_is_a_normalised_weighted_sum():
 
     a, b = RNG.standard_normal((4, 4)), RNG.standard_normal((4, 4))
     with jax.enable_x64(True):
-        got = blend_style({"gram": jnp.stack([a, b])}, jnp.asarray([3.0, 1.0]))
+        got = blend_style([{"gram": jnp.asarray(a)}, {"gram": jnp.asarray(b)}], jnp.asarray([3.0, 1.0]))
         np.testing.assert_allclose(np.asarray(got["gram"]), 0.75 * a + 0.25 * b, rtol=1e-14)
-        one = blend_style({"gram": jnp.asarray(a)[None]}, jnp.asarray([5.0]))
+        one = blend_style([{"gram": jnp.asarray(a)}], jnp.asarray([5.0]))
         np.testing.assert_allclose(np.asarray(one["gram"]), a, rtol=1e-14)
 
 
