@@ -73,16 +73,23 @@ def pull_push(image: np.ndarray, known: np.ndarray) -> np.ndarray:
         return np.where(known[..., None] > 0, image, image[known > 0].mean(axis=0) if known.any() else 0.5)
     k = known.astype(np.float64)
     h, w = k.shape
-    # 2×2 sums with the odd edge kept (ceil), so every pixel has a coarse parent.
+    coarse_image, coarse_known = _halve(image, k)
+    coarse = pull_push(np.where(coarse_known[..., None], coarse_image, 0.0), coarse_known)
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
+    return np.where(k[..., None] > 0, image, up)
+
+
+def _halve(image: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(masked 2×2 averages of ``image`` over its known pixels, which of them have any):
+    the next coarser level, with the odd edge kept (ceil), so every pixel has a parent."""
+    k = np.asarray(known, np.float64)
+    h, w = k.shape
     pad = ((0, h % 2), (0, w % 2))
     kp = np.pad(k, pad)
     xp = np.pad(image * k[..., None], pad + ((0, 0),))
     k2 = kp[0::2, 0::2] + kp[1::2, 0::2] + kp[0::2, 1::2] + kp[1::2, 1::2]
     x2 = xp[0::2, 0::2] + xp[1::2, 0::2] + xp[0::2, 1::2] + xp[1::2, 1::2]
-    coarse_known = k2 > 0
-    coarse = pull_push(np.where(coarse_known[..., None], x2 / np.maximum(k2, 1e-12)[..., None], 0.0), coarse_known)
-    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
-    return np.where(k[..., None] > 0, image, up)
+    return x2 / np.maximum(k2, 1e-12)[..., None], k2 > 0
 
 
 def membrane(image: np.ndarray, known: np.ndarray, sweeps: int = 60) -> np.ndarray:
@@ -99,12 +106,7 @@ def membrane(image: np.ndarray, known: np.ndarray, sweeps: int = 60) -> np.ndarr
     h, w = known.shape
     if known.all() or not known.any() or min(h, w) < 16:
         return relax(pull_push(image, known), ~known, 200)
-    pad = ((0, h % 2), (0, w % 2))
-    k = np.pad(known.astype(np.float64), pad)
-    x = np.pad(image * known[..., None], pad + ((0, 0),))
-    k2 = k[0::2, 0::2] + k[1::2, 0::2] + k[0::2, 1::2] + k[1::2, 1::2]
-    x2 = x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]
-    coarse = membrane(x2 / np.maximum(k2, 1e-12)[..., None], k2 > 0, sweeps)
+    coarse = membrane(*_halve(image, known), sweeps)
     up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:h, :w]
     return relax(np.where(known[..., None], image, up), ~known, sweeps)
 
