@@ -23,8 +23,9 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 # ------------------------------------------------------------------ the patch term
 
 
-def _reference_patch_loss(f, targets, centres, weights, size):
-    """Li & Wand's term written out with loops, in float64."""
+def _reference_patch_loss(f, targets, centres, weights, size, distance=False):
+    """Li & Wand's term written out with loops, in float64 (``distance``: the nearest
+    target in squared distance instead of the most correlated)."""
     f = np.asarray(f, np.float64)
     w = f.shape[1]
     r = size // 2
@@ -33,14 +34,17 @@ def _reference_patch_loss(f, targets, centres, weights, size):
     for centre, wt in zip(centres, weights):
         y, x = divmod(int(centre), w)
         q = f[y - r:y + r + 1, x - r:x + r + 1].reshape(-1)
-        ncc = [q @ tk / (np.linalg.norm(q) * np.linalg.norm(tk)) for tk in t]
-        best = t[int(np.argmax(ncc))]
+        if distance:
+            best = t[int(np.argmin([np.sum((q - tk) ** 2) for tk in t]))]
+        else:
+            best = t[int(np.argmax([q @ tk / (np.linalg.norm(q) * np.linalg.norm(tk)) for tk in t]))]
         total += wt * np.mean((q - best) ** 2)
     return total / np.sum(weights)
 
 
+@pytest.mark.parametrize("distance", [False, True])
 @pytest.mark.parametrize("size", [1, 3])
-def test_patch_loss_matches_loops(size):
+def test_patch_loss_matches_loops(size, distance):
     rng = np.random.default_rng(0)
     f = rng.standard_normal((7, 9, 5)).astype(np.float32)
     targets = rng.standard_normal((11, size * size * 5)).astype(np.float32)
@@ -49,9 +53,23 @@ def test_patch_loss_matches_loops(size):
     hole[2, 3] = 0.25
     centres, weights = P.patch_centres(hole, size)
     assert len(centres) > 0
-    got = float(P.patch_loss(jnp.asarray(f), jnp.asarray(targets), jnp.asarray(centres), jnp.asarray(weights), size))
-    want = _reference_patch_loss(f, targets, centres, weights, size)
+    got = float(P.patch_loss(jnp.asarray(f), jnp.asarray(targets), jnp.asarray(centres), jnp.asarray(weights), size,
+                             distance=distance))
+    want = _reference_patch_loss(f, targets, centres, weights, size, distance)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_distance_matching_sees_brightness():
+    # A dark patch correlates perfectly with a bright one of the same pattern; the nearest
+    # in squared distance is the dark one (a roof must not take a patch of sky).
+    pattern = np.array([1.0, 2.0, 1.5, 1.2])
+    f = (0.1 * pattern).reshape(2, 2, 1).astype(np.float32)  # one 1×1 patch per position
+    targets = np.array([[1.0], [0.15]], np.float32)  # bright, dark
+    centres = np.array([0], np.int32)
+    err = P.patch_errors(jnp.asarray(f), jnp.asarray(targets), jnp.asarray(centres), 1)
+    near = P.patch_errors(jnp.asarray(f), jnp.asarray(targets), jnp.asarray(centres), 1, distance=True)
+    np.testing.assert_allclose(float(err[0]), (0.1 - 1.0) ** 2, rtol=1e-6)  # correlation: the bright one
+    np.testing.assert_allclose(float(near[0]), (0.1 - 0.15) ** 2, rtol=1e-5)
 
 
 def test_patch_loss_is_zero_on_a_copy_and_pulls_towards_the_match():
@@ -215,6 +233,26 @@ def test_irregular_holes_touching_the_border_keep_every_other_pixel():
     assert not np.array_equal(out[mask], img[mask])
 
 
+def test_a_small_hole_in_a_large_image_is_solved_at_full_resolution_around_it():
+    from jaxstyle.api.inpaint import inpaint
+    from jaxstyle.model.vgg import build_vgg
+
+    net = build_vgg("vgg19", widths=(4, 8, 8, 8, 8), seed=0)
+    rng = np.random.default_rng(0)
+    img = (rng.uniform(0, 1, (300, 420, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((300, 420), bool)
+    mask[140:156, 250:270] = True
+    seen = []
+    out = inpaint(img, mask.astype(np.float32), network=net, size=128, steps=2, chunk=1,
+                  callback=lambda p: seen.append(p.images().shape[1:3]))
+    assert np.array_equal(out[~mask], img[~mask]) and not np.array_equal(out[mask], img[mask])
+    # the window: the hole (16×20) plus 2·ring width (2·⌈½√320⌉ = 18) + 16 (relu5_1's
+    # pooling block) on each side, at its own size (not the whole 420 px image shrunk to
+    # 128); first half of it, then all of it
+    assert seen[-1] == (16 + 2 * 34, 20 + 2 * 34), seen
+    assert seen[0][1] < seen[-1][1]
+
+
 # ------------------------------------------------------------ on the real VGG-19
 
 
@@ -276,20 +314,32 @@ def test_chroma_loss_matches_numpy_and_ignores_luminance():
     assert float(chroma_loss(jnp.asarray(grey, jnp.float32), jnp.asarray(hole))) < 1e-6
 
 
-def test_fill_keeps_the_membranes_colour_and_its_own_luminance():
-    from jaxstyle.api.inpaint import keep_colour, membrane
+def test_settle_holds_detail_and_colour_to_the_ring():
+    from jaxstyle.api.inpaint import settle
 
     rng = np.random.default_rng(4)
-    img = rng.uniform(0.3, 0.7, (20, 24, 3))
-    hole = np.zeros((20, 24), bool)
-    hole[5:14, 6:18] = True
-    result = np.clip(img + rng.uniform(-0.2, 0.2, img.shape), 0, 1)  # a fill with colour noise
-    out = keep_colour(result, img, hole)
-    smooth = Q.ycbcr(membrane(img, ~hole))
-    got, want_y = Q.ycbcr(out), Q.ycbcr(result)[..., 0]
-    np.testing.assert_allclose(got[hole][:, 1:], smooth[hole][:, 1:], atol=1e-3)  # colour: the membrane's
-    np.testing.assert_allclose(got[hole][:, 0], want_y[hole], atol=1e-3)  # brightness: the fill's
+    img = 0.5 + 0.02 * rng.standard_normal((40, 48, 3))  # a quiet surface
+    img[..., 2] += 0.1  # bluish
+    holes = [np.zeros((40, 48), bool), np.zeros((40, 48), bool)]
+    holes[0][8:20, 6:20] = True
+    holes[1][22:34, 26:44] = True
+    hole = holes[0] | holes[1]
+    rings = [Q.ring_mask(h, 6) & ~hole for h in holes]
+    result = img.copy()
+    result[holes[0]] += 0.2 * rng.standard_normal((holes[0].sum(), 3))  # speckle, 10x the ring's
+    result[holes[1]] = [0.8, 0.3, 0.2]  # a flat, saturated red no pixel around has
+    out = settle(result, img, holes, rings)
     assert np.array_equal(out[~hole], img[~hole].astype(np.float32))
+    # speckle: at most as busy as its ring, in Y and in Cb/Cr (the independent BT.601 check)
+    before, after = Q.hole_ratios(result, holes[0], 6), Q.hole_ratios(out, holes[0], 6)
+    assert before["luma"] > 5 and before["chroma"] > 5, before
+    assert 0.5 < after["luma"] < 1.25 and 0.5 < after["chroma"] < 1.25, after
+    # the red blotch: its colour within the ring's range; a flat fill gains no detail
+    ycc, ring_ycc = Q.ycbcr(out)[holes[1]], Q.ycbcr(img)[rings[1]]
+    for c in (1, 2):
+        assert ring_ycc[:, c].min() - 0.5 <= ycc[:, c].min() and ycc[:, c].max() <= ring_ycc[:, c].max() + 0.5
+    np.testing.assert_allclose(ycc[:, 0], Q.ycbcr(result)[holes[1]][:, 0], atol=1.5)  # its brightness kept
+    assert Q.ycbcr(out)[holes[1]][:, 0].std() < 1e-6 * 255 + 1.0
 
 
 def laplace_fill(img: np.ndarray, known: np.ndarray) -> np.ndarray:

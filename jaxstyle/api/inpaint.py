@@ -19,7 +19,8 @@ noise, costs almost nothing; so the fill is held by its neighbourhood:
   (:func:`patch_targets`), matched anew at every evaluation inside the compiled step
   (``Targets.patches``, :mod:`jaxstyle.objective.patches`). The target patches are read
   from the image's current features, so features that see the hole through their receptive
-  field are not fixed at their start values. Deviations: the pixel layer; each hole's
+  field are not fixed at their start values. Deviations: the pixel layer, matched by
+  squared distance (correlation ignores brightness: a roof took a patch of sky); each hole's
   error is divided by the detail energy of its own targets (a smooth sky keeps no noise);
   no content network (Yang et al.'s global term is the guided statistics below).
 - Statistics: the guided statistics (:mod:`jaxstyle.objective.guided`) of a *ring* of known
@@ -36,8 +37,8 @@ noise, costs almost nothing; so the fill is held by its neighbourhood:
 - Coarse to fine (:func:`coarse_to_fine`): half the working size first, where the deep
   layers see the hole's whole neighbourhood and lay out the fill, then the working size.
 - After each scale: the fill's low frequencies are joined to the border
-  (:func:`join_border`, membrane cloning) and its colour is the membrane's
-  (:func:`keep_colour`), so no seam or saturated blotch survives.
+  (:func:`join_border`, membrane cloning), and its finest detail and colour are held to
+  its ring's (:func:`settle`), so no seam, speckle or tinted blotch survives.
 """
 
 from __future__ import annotations
@@ -196,6 +197,13 @@ def components(hole: np.ndarray) -> list[np.ndarray]:
     return parts
 
 
+def neighbourhoods(hole: np.ndarray, deepest: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(the hole's parts (:func:`components`), each one's ring of known pixels
+    (:func:`ring_width` wide))."""
+    parts = components(hole)
+    return parts, [dilate(part, ring_width(part, deepest)) & ~hole for part in parts]
+
+
 def grey_noise(img: np.ndarray, ring: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Luminance-only noise (the same on R, G and B: zero Cb/Cr in BT.601) whose size is the
     ring's own fine detail, so the start has the ring's texture energy and no colour speckle."""
@@ -208,24 +216,57 @@ def grey_noise(img: np.ndarray, ring: np.ndarray, rng: np.random.Generator) -> n
     return np.repeat(n[..., None], 3, axis=-1)
 
 
-LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601
+# ITU-R BT.601 full range (JPEG's YCbCr): rows Y, Cb, Cr.
+YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
 
-def keep_colour(result: np.ndarray, img: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """``result``'s luminance with the colour (BT.601 Cb, Cr) of the smooth
-    :func:`membrane` over the hole; ``img`` outside it. Adding one grey value to R, G and B
-    moves only the luminance (the chroma rows of BT.601 sum to 0), so this is the membrane
-    plus the fill's luminance detail.
+def laplacian_energy(channel: np.ndarray, region: np.ndarray) -> float:
+    """Mean |4-neighbour Laplacian| of ``channel`` (H×W) over ``region`` (edge-replicated)."""
+    p = np.pad(channel, 1, mode="edge")
+    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * channel
+    return float(np.abs(lap)[region].mean()) if region.any() else 0.0
 
-    Deviation (luminance-only transfer, Gatys et al. 2017 §5, with the membrane as the
-    colour source): the statistics leave the hole's colour almost free, and VGG fills show
-    saturated colour blotches no pixel around them has; the eye resolves colour far more
-    coarsely than brightness, so the fill keeps the border's interpolated colour.
+
+def blur(channel: np.ndarray) -> np.ndarray:
+    """3×3 binomial blur ([1 2 1]/4 each way, edge-replicated)."""
+    p = np.pad(channel, 1, mode="edge")
+    v = 0.25 * p[:-2] + 0.5 * p[1:-1] + 0.25 * p[2:]
+    return 0.25 * v[:, :-2] + 0.5 * v[:, 1:-1] + 0.25 * v[:, 2:]
+
+
+def settle(result: np.ndarray, img: np.ndarray, parts: list[np.ndarray], rings: list[np.ndarray]) -> np.ndarray:
+    """``result`` inside the holes, each hole (``parts[k]``) made no busier and no more
+    colourful than its ring of known pixels (``rings[k]``); ``img`` elsewhere.
+
+    Per hole and per YCbCr channel, the fill's finest detail (the channel minus its 3×3
+    binomial blur) is scaled down until its mean |Laplacian| is at most the ring's
+    (Heeger & Bergen 1995 match a texture's subband energies; here only downwards, so a
+    smooth sky keeps no noise and nothing is sharpened into noise), and Cb/Cr are clipped
+    to the 1st–99th percentile of the ring's (no colour no pixel around the hole has).
+
+    Deviation (not in Li & Wand / Yang et al.): the statistics and patches leave the
+    finest detail and the colour of a hole only loosely held, and what they leave shows
+    as speckle or a tinted blotch.
     """
-    smooth = membrane(img, ~hole)
-    detail = (result - smooth) @ LUMA
-    out = np.clip(smooth + detail[..., None], 0.0, 1.0)
-    return np.where(hole[..., None], out, img).astype(np.float32)
+    out = np.where(np.any(parts, axis=0)[..., None], result, img).astype(np.float64) @ YCBCR.T
+    ref = np.asarray(img, np.float64) @ YCBCR.T
+    for part, ring in zip(parts, rings):
+        if not ring.any():
+            continue
+        for c in range(3):
+            want = laplacian_energy(ref[..., c], ring)
+            for _ in range(3):  # the blur's own response shrinks too: a few passes settle it
+                have = laplacian_energy(out[..., c], part)
+                if have <= want * 1.02 or have == 0.0:
+                    break
+                detail = out[..., c] - blur(out[..., c])
+                out[..., c] = np.where(part, out[..., c] - (1.0 - want / have) * detail, out[..., c])
+            if c:
+                lo, hi = np.percentile(ref[..., c][ring], [1, 99])
+                out[..., c] = np.where(part, np.clip(out[..., c], lo, hi), out[..., c])
+    rgb = out @ np.linalg.inv(YCBCR).T
+    hole = np.any(parts, axis=0)
+    return np.where(hole[..., None], np.clip(rgb, 0.0, 1.0), img).astype(np.float32)
 
 
 # Yang et al. 2017 match patches at relu3_1 and relu4_1; "pixels" (the image itself) is an
@@ -276,7 +317,8 @@ def patch_targets(shapes: dict, parts: list[np.ndarray], known: np.ndarray, reac
             keep = np.linspace(0, len(c) - 1, MAX_CENTRES).round().astype(int)
             c, cg, wt = c[keep], cg[keep], wt[keep]
         out[name] = mrf.Patches(jnp.asarray(np.concatenate(targets)), jnp.asarray(np.concatenate(tgroups)),
-                                jnp.asarray(c), jnp.asarray(cg), jnp.asarray(wt), jnp.asarray(weight, jnp.float32))
+                                jnp.asarray(c), jnp.asarray(cg), jnp.asarray(wt), jnp.asarray(weight, jnp.float32),
+                                jnp.asarray(name == "pixels"))
     return out or None
 
 
@@ -328,12 +370,23 @@ def fill(
     boundaries: Sequence[int] = (),
     patch_weight: float = PATCH_WEIGHT,
 ) -> np.ndarray:
-    """The inpainted image, uint8 at ``image_u8``'s size; unchanged outside ``hole_full``."""
+    """The inpainted image, uint8 at ``image_u8``'s size; unchanged outside ``hole_full``.
+
+    Only the window around the holes (:func:`window`) is solved, at its own size when that
+    is at most ``size``: every term reads pixels near a hole only, and a large photo with a
+    small hole is then filled at full resolution instead of being shrunk and its fill
+    blurred on the way back up."""
+    deepest = min_size(cfg.recipe.style_layers)
+    y0, y1, x0, x1 = window(hole_full, deepest)
+    if (y1 - y0, x1 - x0) != hole_full.shape:
+        out = image_u8.copy()
+        out[y0:y1, x0:x1] = fill(image_u8[y0:y1, x0:x1], hole_full[y0:y1, x0:x1], cfg, network=network,
+                                 callback=callback, boundaries=boundaries, patch_weight=patch_weight)
+        return out
     h0, w0 = image_u8.shape[:2]
     cfg_size = min(cfg.run.size, max(h0, w0))
     run_cfg = cfg if cfg_size == cfg.run.size else replace(cfg, size=cfg_size)
     recipe = run_cfg.recipe
-    deepest = min_size(recipe.style_layers)
     plan = schedule(h0, w0, run_cfg, deepest)
     if not run_cfg.run.min_scale:
         plan = coarse_to_fine(w0, h0, run_cfg, deepest)
@@ -344,8 +397,7 @@ def fill(
         inputs.check_size((h, w), recipe, "inpainting", recipe.style_layers)
         img, hole = _at(image_u8, hole_full, scale)
         known = ~hole
-        parts = components(hole)
-        rings = [dilate(part, ring_width(part, deepest)) & known for part in parts]
+        parts, rings = neighbourhoods(hole, deepest)
         ring = np.any(rings, axis=0)
         smooth = membrane(img, known).astype(np.float32)
         patch_layers = [name for name in PATCH_LAYERS if patch_weight and min(h, w) >= 3 * 2 ** _poolings(name)]
@@ -374,7 +426,7 @@ def fill(
         fixed = Fixed(pixels.from_rgb01(jnp.asarray(img), recipe.pixel_space), jnp.asarray(hole[..., None], jnp.float32))
         if carried is not None:  # the coarser scale's fill at this size: its luminance, the membrane's colour
             coarse = np.asarray(pixels.to_rgb01(carried[0], recipe.pixel_space))
-            start = keep_colour(join_border(coarse, img, hole), img, hole)
+            start = settle(join_border(coarse, img, hole), img, parts, rings)
         elif run_cfg.run.init == "random":
             start = rng.uniform(0, 1, img.shape)
         else:
@@ -390,11 +442,22 @@ def fill(
 
     problem, state = scales.solve(build, plan, recipe, callback=callback, boundaries=boundaries, chunk=cfg.run.chunk)
     img, hole = _at(image_u8, hole_full, plan[-1])
-    result = keep_colour(join_border(loop.final_images(problem, state)[0], img, hole), img, hole)
+    result = settle(join_border(loop.final_images(problem, state)[0], img, hole), img, *neighbourhoods(hole, deepest))
     full = imageio.resize_to(result, h0, w0, resample="bicubic")
     out = image_u8.copy()
     out[hole_full] = imageio.to_uint8(np.clip(full, 0.0, 1.0))[hole_full]
     return out
+
+
+def window(hole: np.ndarray, deepest: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the holes' bounding box grown by what the solve reads around them
+    (patch sources within twice :func:`ring_width`, of the whole hole here, and one deepest
+    pooling block of context), clipped to the image."""
+    h, w = hole.shape
+    margin = 2 * ring_width(hole, deepest) + deepest
+    ys, xs = np.nonzero(hole)
+    return (max(0, int(ys.min()) - margin), min(h, int(ys.max()) + 1 + margin),
+            max(0, int(xs.min()) - margin), min(w, int(xs.max()) + 1 + margin))
 
 
 def _at(image_u8: np.ndarray, hole_full: np.ndarray, scale: Scale) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         help="fill the white region of a mask with texture that matches the rest of the image",
         description="Fill the white part of MASK from the hole's own neighbourhood: each hole's VGG "
         "feature statistics are matched to a ring of known pixels around it, and its patches (pixels, "
-        "relu3_1, relu4_1) to nearby known patches, coarse to fine, joined to the border. Every pixel outside the mask is written "
-        "back unchanged, at the image's own size (bit for bit in PNG or TIFF).",
+        "relu3_1, relu4_1) to nearby known patches, coarse to fine, joined to the border, its finest detail and colour "
+        "held to the ring's. Only a window around the holes is solved, at full resolution when it fits in --size. "
+        "Every pixel outside the mask is written back unchanged, at the image's own size (bit for bit in PNG or TIFF).",
     )
     p.add_argument("image", help="image to fill (any format Pillow reads)")
     p.add_argument("--mask", required=True, metavar="MASK", help="white = fill, black = keep; same shape as IMAGE")

@@ -13,7 +13,10 @@ cross-correlation, and pulled towards it:
 The match is recomputed at every evaluation (inside the compiled step) and, as in Li &
 Wand, treated as a constant when differentiating. Deviations: the loss is a weighted mean
 (so its size does not depend on the hole's area or the layer's width) and positions carry
-weights w_m (a hole pixel's share of the position), where Li & Wand sum over all positions.
+weights w_m (a hole pixel's share of the position), where Li & Wand sum over all positions;
+optionally (``distance``, used for the pixel layer) the match is the nearest patch in squared
+distance: correlation ignores a patch's brightness, and on raw pixels that let a roof take
+a bright patch of sky.
 
 In the compiled step (``Targets.patches``, :class:`Patches`, :func:`layer_loss`) the target
 patches are read from the image's own current features at known positions, and each free
@@ -45,6 +48,7 @@ class Patches(NamedTuple):
     centre_groups: jax.Array  # (M,) int
     weights: jax.Array  # (M,) ≥ 0
     scale: jax.Array  # () the term's weight
+    distance: jax.Array | bool = False  # () match by squared distance, not correlation
 
 
 def offsets(width: int, size: int) -> np.ndarray:
@@ -70,13 +74,18 @@ def _unit(x: jax.Array) -> jax.Array:
 def patch_errors(
     features: jax.Array, targets: jax.Array, centres: jax.Array, size: int = 3,
     centre_groups: jax.Array | None = None, target_groups: jax.Array | None = None,
+    distance: jax.Array | bool = False,
 ) -> jax.Array:
     """(M,) ‖Ψ_m(x) − Ψ_NN(m)‖² / (size²·C) of each free patch (see module doc and
-    :func:`patch_loss`)."""
+    :func:`patch_loss`). With ``distance`` the match is the nearest target in squared
+    distance instead of the most correlated one."""
     f = features.astype(jnp.promote_types(features.dtype, jnp.float32))
     t = targets.astype(f.dtype)
     q = gather(f, centres, size)
-    score = jax.lax.stop_gradient(_unit(q)) @ _unit(t).T
+    qs = jax.lax.stop_gradient(q)
+    # −‖q − t‖² up to the row's own ‖q‖², which does not change its argmax
+    nearest = 2.0 * (qs @ t.T) - jnp.sum(jnp.square(t), axis=1)[None, :]
+    score = jnp.where(distance, nearest, _unit(qs) @ _unit(t).T)
     if centre_groups is not None:
         score = jnp.where(centre_groups[:, None] == target_groups[None, :], score, -jnp.inf)
     nn = jnp.argmax(score, axis=1)
@@ -86,15 +95,16 @@ def patch_errors(
 def patch_loss(
     features: jax.Array, targets: jax.Array, centres: jax.Array, weights: jax.Array, size: int = 3,
     centre_groups: jax.Array | None = None, target_groups: jax.Array | None = None,
+    distance: jax.Array | bool = False,
 ) -> jax.Array:
     """The MRF term of one image at one layer (see module doc).
 
     features: (H, W, C); targets: (K, size²·C) raw target patches; centres: (M,) int flat
     positions of the free patches; weights: (M,) ≥ 0. With ``centre_groups`` (M,) and
     ``target_groups`` (K,) (ints), a patch is matched only within its own group (each hole
-    only to patches around itself).
+    only to patches around itself). ``distance``: see :func:`patch_errors`.
     """
-    err = patch_errors(features, targets, centres, size, centre_groups, target_groups)
+    err = patch_errors(features, targets, centres, size, centre_groups, target_groups, distance)
     w = weights.astype(err.dtype)
     return jnp.sum(w * err) / jnp.maximum(jnp.sum(w), EPS)
 
@@ -121,7 +131,8 @@ def layer_loss(features: jax.Array, p: Patches) -> jax.Array:
     # floored at 1 % of the whole image's, so a flat neighbourhood (a clipped sky) cannot
     # make the term unbounded
     energy = jnp.maximum(total / jnp.maximum(count, 1.0), 0.01 * jnp.mean(detail))
-    err = patch_errors(f, targets, p.centres, 3, p.centre_groups, p.target_groups) / (energy[p.centre_groups] + EPS)
+    err = patch_errors(f, targets, p.centres, 3, p.centre_groups, p.target_groups, p.distance)
+    err = err / (energy[p.centre_groups] + EPS)
     w = p.weights.astype(err.dtype)
     return p.scale * jnp.sum(w * err) / jnp.maximum(jnp.sum(w), EPS)
 
