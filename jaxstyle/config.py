@@ -78,6 +78,9 @@ class Recipe:
     lbfgs_history: int = 100
     lbfgs_tolerance_grad: float = 1e-7
     lbfgs_tolerance_change: float = 1e-9
+    # jaxstyle's (not torch's): weights of σ = 1, 2, 4… px Gaussian blurs in L-BFGS's initial
+    # inverse Hessian (optim.lbfgs); () is torch's scalar one
+    lbfgs_precondition: tuple[float, ...] = ()
     clamp: bool = False  # project onto the pixel box after every step
     ema_decay: float | None = None  # write a bias-corrected EMA of the iterates instead
     # arithmetic: "auto" is resolved by make_config (resolve_precision): a made config holds
@@ -148,7 +151,7 @@ class Config:
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSettings))
 OPTION_FIELDS = ("weights_source",) + RECIPE_FIELDS + RUN_FIELDS  # the flat option names
-_TUPLES = ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights")
+_TUPLES = ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights", "lbfgs_precondition")
 
 # ProGamerGov/neural-style-pt's objective (neural_style.py @7251405) with the Caffe VGG19: its
 # loss terms, weights and L-BFGS settings, shared by the presets that optimise exactly it.
@@ -415,6 +418,12 @@ def validate(cfg: Config) -> None:
     _number("adam_eps", r.adam_eps, low=0)
     _number("lbfgs_tolerance_grad", r.lbfgs_tolerance_grad)
     _number("lbfgs_tolerance_change", r.lbfgs_tolerance_change)
+    if len(r.lbfgs_precondition) > 8:
+        raise UserError("--lbfgs-precondition takes at most 8 weights (blurs of σ = 1 … 128 px)")
+    for c in r.lbfgs_precondition:
+        _number("lbfgs_precondition", c, low=0, high=1e3)
+    if r.lbfgs_precondition and r.optimizer != "lbfgs":
+        raise UserError("--lbfgs-precondition applies to --optimizer lbfgs only")
     _number("lr", r.learning_rate, low=0, allow_zero=False)
     if not r.style_layers and not r.content_layers:
         raise UserError("no loss layers: give --style-layers and/or --content-layers")

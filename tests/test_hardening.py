@@ -83,6 +83,9 @@ def test_texture_and_inpaint_refuse_to_overwrite_their_inputs(images, tmp_path, 
     (["--size", "1000000"], "--size"),
     (["--ema-decay", "nan"], "--ema-decay"),
     (["--tv-weight", "nan"], "--tv-weight"),
+    (["--lbfgs-precondition", "1,nan"], "--lbfgs-precondition"),
+    (["--lbfgs-precondition", "-1"], "--lbfgs-precondition"),
+    (["--lbfgs-precondition", "1,4,16", "--optimizer", "adam"], "--lbfgs-precondition"),
 ])
 def test_non_finite_and_absurd_options_are_refused_up_front(flags, fragment, images, tmp_path, capsys):
     content, style = images

@@ -125,3 +125,106 @@ def test_stops_like_torch_at_tolerances():
     assert bool(state.stopped)
     np.testing.assert_array_equal(ours[-1], ours[-5])
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+# ------------------------------------------------- the multiscale preconditioner (jaxstyle's)
+
+
+def blur_matrix(shape, weights):
+    """M⁻¹ = I + Σ_k c_k G_k as an explicit matrix, from its definition: G_k blurs rows and
+    columns of each channel with the normalised Gaussian of σ = 2^(k-1), truncated at 3σ,
+    zeros beyond the image's edges."""
+    h, w, c = shape
+    m = np.eye(h * w * c)
+    for k, wk in enumerate(weights, start=1):
+        sigma = 2.0 ** (k - 1)
+        r = int(np.ceil(3 * sigma))
+        taps = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+        taps /= taps.sum()
+
+        def conv(n):
+            a = np.zeros((n, n))
+            for i in range(n):
+                for j in range(max(0, i - r), min(n, i + r + 1)):
+                    a[i, j] = taps[j - i + r]
+            return a
+
+        m += wk * np.kron(conv(h), np.kron(conv(w), np.eye(c)))
+    return m
+
+
+def reference_preconditioned(a, b, x0, steps, minv):
+    """L-BFGS (torch's rules: first step −g scaled by min(1, 1/‖g‖₁), pairs kept when
+    yᵀs > 1e-10, unit steps, no line search) with H₀ = γ·M⁻¹, γ = yᵀs / yᵀM⁻¹y of the newest
+    kept pair (1 before any): a plain float64 numpy loop over the full history."""
+
+    def grad(x):
+        return 0.1 * a @ x - b + 4 * x * (x**2 - 1)
+
+    x, pairs, gamma = x0.copy(), [], 1.0
+    xs = [x.copy()]
+    g_prev = step_prev = None
+    for k in range(steps):
+        g = grad(x)
+        if k == 0:
+            step = -g * min(1.0, 1.0 / np.abs(g).sum())
+        else:
+            s, y = step_prev, g - g_prev
+            if y @ s > 1e-10:
+                pairs.append((s, y))
+                gamma = (y @ s) / (y @ minv @ y)
+            q = -g
+            alphas = []
+            for s_i, y_i in reversed(pairs):
+                alpha = (s_i @ q) / (y_i @ s_i)
+                q = q - alpha * y_i
+                alphas.append(alpha)
+            r = gamma * (minv @ q)
+            for (s_i, y_i), alpha in zip(pairs, reversed(alphas)):
+                beta = (y_i @ r) / (y_i @ s_i)
+                r = r + s_i * (alpha - beta)
+            step = r
+        x = x + step
+        g_prev, step_prev = g, step
+        xs.append(x.copy())
+    return np.array(xs)
+
+
+def test_pyramid_is_its_matrix():
+    from jaxstyle.optim.lbfgs import pyramid
+
+    rng = np.random.default_rng(2)
+    shape, weights = (5, 10, 2), (0.5, 2.0)
+    x = rng.standard_normal(shape)
+    with jax.enable_x64(True):
+        got = np.asarray(pyramid(jnp.asarray(x), weights))
+    m = blur_matrix(shape, weights)
+    np.testing.assert_allclose(got.ravel(), m @ x.ravel(), rtol=1e-12, atol=1e-12)
+    # symmetric and positive definite, as L-BFGS's H₀ must be
+    assert np.allclose(m, m.T) and np.linalg.eigvalsh(m).min() > 0.5
+
+
+def test_preconditioned_lbfgs_matches_a_numpy_loop():
+    a, b, x0 = problem(3)
+    shape, weights = (5, 10, 1), (0.5, 2.0)  # 50 variables as a 5×10 image
+    steps = 12
+    want = reference_preconditioned(a, b, x0, steps, blur_matrix(shape, weights))
+    with jax.enable_x64(True):
+        aj, bj = jnp.asarray(a), jnp.asarray(b)
+
+        def f(img):
+            x = img.reshape(-1)
+            return 0.05 * x @ aj @ x - bj @ x + jnp.sum((x**2 - 1) ** 2)
+
+        opt = torch_lbfgs(1.0, 100, precondition=weights)
+        x = jnp.asarray(x0).reshape(shape)
+        state = opt.init(x)
+        got = [np.asarray(x).ravel()]
+        for _ in range(steps):
+            updates, state = opt.update(jax.grad(f)(x), state, x)
+            x = optax.apply_updates(x, updates)
+            got.append(np.asarray(x).ravel())
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-9, atol=1e-10)
+    # and it is not plain L-BFGS: the steps differ from torch's after the first
+    plain, _ = torch_run(a, b, x0, steps, 100)
+    assert np.abs(plain[2:] - want[2:]).max() > 1e-3

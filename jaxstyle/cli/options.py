@@ -52,6 +52,9 @@ OPTIONS = [
     ("padding", str, "KIND", "conv padding: zeros, replicate_first or circular"),
     ("ema_decay", _optional_float, "D", "write a bias-corrected moving average of the iterates ('none': off)"),
     ("lbfgs_history", int, "N", "L-BFGS memory (curvature pairs kept)"),
+    ("lbfgs_precondition", _csv(float), "C,C", "jaxstyle's multiscale L-BFGS: weights of Gaussian blurs of σ = 1, 2, 4… "
+     "px in the initial inverse Hessian, e.g. 1,4,16 (about half the steps to the same loss on the default "
+     "recipe); empty: torch's plain L-BFGS"),
     ("precision", str, "P", f"one of {', '.join(config.PRECISIONS)}; bf16 computes features and Grams in bfloat16; "
      "auto is bf16 on GPU/TPU and fp32 on CPU (where XLA makes bf16 convolutions no faster), decided at run time "
      "and reported as 'precision' in --json and the summary line"),

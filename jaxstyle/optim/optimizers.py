@@ -49,7 +49,7 @@ class TorchLBFGS:
 
     def make(self, recipe: Recipe) -> optax.GradientTransformation:
         return torch_lbfgs(recipe.learning_rate, recipe.lbfgs_history, recipe.lbfgs_tolerance_grad,
-                           recipe.lbfgs_tolerance_change)
+                           recipe.lbfgs_tolerance_change, recipe.lbfgs_precondition)
 
     def update(self, opt, grad, opt_state, image, value, value_fn):
         return opt.update(grad, opt_state, image)
