@@ -424,7 +424,7 @@ def fill(
                 per_part.append(style_kind.guided_statistics(feats[name], jnp.asarray(m), recipe))
             style_targets[name] = loss_kind.finish(jax.tree.map(lambda *xs: jnp.stack(xs), *per_part))
         fixed = Fixed(pixels.from_rgb01(jnp.asarray(img), recipe.pixel_space), jnp.asarray(hole[..., None], jnp.float32))
-        if carried is not None:  # the coarser scale's fill at this size: its luminance, the membrane's colour
+        if carried is not None:  # the coarser scale's fill at this size, joined and settled again
             coarse = np.asarray(pixels.to_rgb01(carried[0], recipe.pixel_space))
             start = settle(join_border(coarse, img, hole), img, parts, rings)
         elif run_cfg.run.init == "random":
