@@ -204,20 +204,20 @@ def neighbourhoods(hole: np.ndarray, deepest: int) -> tuple[list[np.ndarray], li
     return parts, [dilate(part, ring_width(part, deepest)) & ~hole for part in parts]
 
 
+# ITU-R BT.601 full range (JPEG's YCbCr): rows Y, Cb, Cr.
+YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
 def grey_noise(img: np.ndarray, ring: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Luminance-only noise (the same on R, G and B: zero Cb/Cr in BT.601) whose size is the
     ring's own fine detail, so the start has the ring's texture energy and no colour speckle."""
-    y = img @ np.array([0.299, 0.587, 0.114])
+    y = img @ YCBCR[0]
     # fine detail: the luminance minus its 3×3 mean
     pad = np.pad(y, 1, mode="edge")
     mean = sum(pad[i:i + y.shape[0], j:j + y.shape[1]] for i in range(3) for j in range(3)) / 9
     sigma = float(np.std((y - mean)[ring])) if ring.any() else 0.02
     n = rng.standard_normal(y.shape) * sigma
     return np.repeat(n[..., None], 3, axis=-1)
-
-
-# ITU-R BT.601 full range (JPEG's YCbCr): rows Y, Cb, Cr.
-YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
 
 def laplacian_energy(channel: np.ndarray, region: np.ndarray) -> float:
@@ -248,7 +248,8 @@ def settle(result: np.ndarray, img: np.ndarray, parts: list[np.ndarray], rings: 
     finest detail and the colour of a hole only loosely held, and what they leave shows
     as speckle or a tinted blotch.
     """
-    out = np.where(np.any(parts, axis=0)[..., None], result, img).astype(np.float64) @ YCBCR.T
+    hole = np.any(parts, axis=0)
+    out = np.where(hole[..., None], result, img).astype(np.float64) @ YCBCR.T
     ref = np.asarray(img, np.float64) @ YCBCR.T
     for part, ring in zip(parts, rings):
         if not ring.any():
@@ -265,7 +266,6 @@ def settle(result: np.ndarray, img: np.ndarray, parts: list[np.ndarray], rings: 
                 lo, hi = np.percentile(ref[..., c][ring], [1, 99])
                 out[..., c] = np.where(part, np.clip(out[..., c], lo, hi), out[..., c])
     rgb = out @ np.linalg.inv(YCBCR).T
-    hole = np.any(parts, axis=0)
     return np.where(hole[..., None], np.clip(rgb, 0.0, 1.0), img).astype(np.float32)
 
 
@@ -391,6 +391,7 @@ def fill(
     if not run_cfg.run.min_scale:
         plan = coarse_to_fine(w0, h0, run_cfg, deepest)
     rng = np.random.default_rng(cfg.run.seed)
+    last = {}  # the last scale's holes and rings, for the final settle
 
     def build(scale: Scale, carried):
         h, w = scale.height, scale.width
@@ -398,6 +399,7 @@ def fill(
         img, hole = _at(image_u8, hole_full, scale)
         known = ~hole
         parts, rings = neighbourhoods(hole, deepest)
+        last["neighbourhoods"] = parts, rings
         ring = np.any(rings, axis=0)
         smooth = membrane(img, known).astype(np.float32)
         patch_layers = [name for name in PATCH_LAYERS if patch_weight and min(h, w) >= 3 * 2 ** _poolings(name)]
@@ -442,7 +444,7 @@ def fill(
 
     problem, state = scales.solve(build, plan, recipe, callback=callback, boundaries=boundaries, chunk=cfg.run.chunk)
     img, hole = _at(image_u8, hole_full, plan[-1])
-    result = settle(join_border(loop.final_images(problem, state)[0], img, hole), img, *neighbourhoods(hole, deepest))
+    result = settle(join_border(loop.final_images(problem, state)[0], img, hole), img, *last["neighbourhoods"])
     full = imageio.resize_to(result, h0, w0, resample="bicubic")
     out = image_u8.copy()
     out[hole_full] = imageio.to_uint8(np.clip(full, 0.0, 1.0))[hole_full]
