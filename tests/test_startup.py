@@ -5,7 +5,8 @@ missed.
   list`` never import JAX (nor Flax/Optax): checked in a fresh interpreter's ``sys.modules``.
 - A second identical CLI run on the same ``JAXSTYLE_COMPILE_CACHE`` adds no file to it: every
   program it needs was found under the key the first run wrote (a key that changed from run
-  to run, e.g. from a path, a time or an object id in the program, would recompile each time).
+  to run, e.g. from a path, a time or an object id in the program, would recompile each time);
+  it traces none of them (each is loaded whole) and writes the same image and losses.
 - ``JAXSTYLE_TRACE_STARTUP=1`` prints the phase stamps ``bench/startup.py`` reads, and the
   ``--json`` record carries ``first_step_seconds``.
 """
@@ -19,7 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import CLI_OPTS, write_image
 
@@ -71,17 +74,20 @@ def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
             capture_output=True, text=True, env=env, timeout=600)
         assert done.returncode == 0, done.stderr
         stamps = {name: float(t) for t, name in STAMP.findall(done.stderr)}
-        programs.append(set(re.findall(r"Compiling jit\((\w+)\)", done.stderr)))
+        programs.append(set(re.findall(r"Finished tracing (\w+) for jit", done.stderr)))
         return {p for p in cache.rglob("*") if p.is_file()}, json.loads(done.stdout), stamps
 
     first, record, stamps = run(1)
     assert first, "the first run wrote nothing to the compile cache"
+    # Only jaxstyle's own jit boundaries, no eager jnp operation's program ...
+    assert programs[0] == {"features", "style_statistics", "blend_style", "finish_style", "grad_kernels",
+                           "init_states", "_chunk", "finals"}, programs[0]
     second, record2, stamps2 = run(2)
     assert second == first, f"the second run compiled again: {sorted(p.name for p in second - first)}"
-    # Every program is traced, lowered and looked up again on each start (~20-50 ms each
-    # here): only jaxstyle's own jit boundaries, no eager jnp operation's program.
-    assert programs[1] == {"features", "style_statistics", "blend_style", "finish_style", "grad_kernels",
-                           "init_states", "_chunk", "finals"}, programs[1]
+    # ... and a warm start traces none of them: each is loaded whole (jaxstyle.engine.executables)
+    assert programs[1] == set(), f"the second run traced {sorted(programs[1])}"
+    assert record2["losses"] == record["losses"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o1.png")), np.asarray(Image.open(tmp_path / "o2.png")))
     # The stamps: every phase, in order, the first step within the run's own time.
     for s, r in ((stamps, record), (stamps2, record2)):
         assert list(s) == ["parsed", "imported", "inputs", "network", "first step", "written"], s

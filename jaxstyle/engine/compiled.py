@@ -11,7 +11,8 @@
 The :class:`~jaxstyle.config.Recipe` is the only static argument besides shapes of the
 program itself (the network's graph, the step count of a chunk, which targets are shared,
 the sharding); run settings never reach here, so another ``--steps`` or ``--seed`` reuses
-every compiled program.
+every compiled program. Each is kept on disk whole where JAX's persistent cache is on
+(:mod:`jaxstyle.engine.executables`), so a second run neither traces nor compiles it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxstyle.config import Recipe
+from jaxstyle.engine.executables import Kept, kept
 from jaxstyle.engine.resample import resize
 from jaxstyle.model import pixels, vgg
 from jaxstyle.objective import style
@@ -39,20 +41,20 @@ def _network_features(graphdef, params, image, layers, recipe: Recipe):
                    padding=recipe.padding, avg_pool_scale=recipe.avg_pool_scale)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+@kept(static_argnums=(0, 1, 2))
 def features(graphdef, recipe: Recipe, layers: tuple[str, ...], params, image):
     """{layer: h×w×c} of one image in the recipe's pixel space."""
     return _network_features(graphdef, params, image, layers, recipe)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@kept(static_argnums=(0, 1))
 def style_statistics(graphdef, recipe: Recipe, params, image):
     """{layer: statistics} of one style image (pixel space), before blending."""
     feats = _network_features(graphdef, params, image, recipe.style_layers, recipe)
     return {name: style.statistics(feats[name], recipe) for name in recipe.style_layers}
 
 
-@jax.jit
+@kept()
 def blend_style(per_style, weights):
     """Statistics of each style (a list), blended by ``weights`` (normalised to sum 1). Its own
     program, so that what the loss derives from the blend (:func:`finish_style`) sees the
@@ -63,21 +65,21 @@ def blend_style(per_style, weights):
     return jax.tree.map(lambda a: jnp.tensordot(w.astype(a.dtype), a, axes=1), stacked)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@kept(static_argnums=(0,))
 def finish_style(recipe: Recipe, stats):
     """What the recipe's style loss derives from target statistics, once (W2: Σ_s and Σ_s^½)."""
     finish = style.kind(recipe).finish
     return {name: finish(v) for name, v in stats.items()}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@kept(static_argnums=(0, 1))
 def init_states(recipe: Recipe, sharding, images):
     state = jax.vmap(lambda x: init_state(x, recipe))(images)
     # Without the constraint the optimiser's zero-initialised history would be replicated.
     return state if sharding is None else jax.lax.with_sharding_constraint(state, sharding)
 
 
-@jax.jit
+@kept()
 def grad_kernels(kernels):
     """{conv name: the kernel of its input gradient} (``vgg.grad_kernel``), made once per
     network and passed to :data:`chunk`, so no chunk call rebuilds them."""
@@ -129,10 +131,10 @@ def _chunk(graphdef, recipe: Recipe, n: int, unroll: bool, shared, sharding, par
 
 # The state is donated: the optimiser's history is the largest buffer, and the caller never
 # reads the old state again.
-chunk = jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(8,))
+chunk = Kept(jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(8,)), (0, 1, 2, 3, 4, 5))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+@kept(static_argnums=(0, 1, 2, 3))
 def carry_image(recipe: Recipe, height: int, width: int, wrap: bool, state: StepState):
     """The result (the EMA when the recipe averages) at the next scale's size: resized
     bicubically and clamped to the pixel box."""
@@ -141,18 +143,18 @@ def carry_image(recipe: Recipe, height: int, width: int, wrap: bool, state: Step
     return jnp.clip(resize(images, height, width, "bicubic", wrap), lo, hi)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@kept(static_argnums=(0, 1))
 def carry_state(recipe: Recipe, wrap: bool, state: StepState, init):
     """A fresh state at ``init`` (the next scale's start) that keeps what the optimiser
     carries across scales (Adam's moments, resized)."""
     height, width = init.shape[1:3]
     fresh = jax.vmap(lambda x: init_state(x, recipe))(init)
-    kept = optimizers.kind(recipe).carry(state.opt_state, fresh.opt_state,
+    carried = optimizers.kind(recipe).carry(state.opt_state, fresh.opt_state,
                                          lambda x, kind: resize(x, height, width, kind, wrap))
-    return fresh._replace(opt_state=kept)
+    return fresh._replace(opt_state=carried)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@kept(static_argnums=(0,))
 def finals(recipe: Recipe, state: StepState):
     """(B, H, W, 3) RGB in [0, 1] of the state's result images."""
     images = jax.vmap(lambda s: result_image(s, recipe))(state)

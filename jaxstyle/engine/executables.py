@@ -1,0 +1,175 @@
+"""Compiled programs kept on disk whole, so that a second run neither traces nor compiles.
+
+JAX's persistent compilation cache (which the CLI turns on) is keyed by the *lowered*
+program, so even a warm run traces and lowers every jit before it can look the program up:
+for the optimisation chunk that is most of a small run's start-up. Here each program is
+stored with its executable under a key made of everything that decides it *before* tracing:
+
+- the jaxstyle source (a digest of every ``.py`` file in the package) and the versions of
+  jax, jaxlib, flax, optax and numpy, whose code is traced along with ours;
+- the backend (platform, its version, device kind) and, on CPU, the host's instruction-set
+  flags (an executable is machine code for one CPU); ``XLA_FLAGS`` and JAX's configuration;
+- the static arguments, pickled (the network's GraphDef pickles with its static attributes,
+  the Recipe with every field: tested that each changes the key), and the avals (shape,
+  dtype, weak type) and tree structure of the others.
+
+It is used only where JAX's persistent cache is on (``jax_compilation_cache_dir``), beside
+it, and only on a single device: a sharded program's executable also depends on the mesh.
+Anything that fails (a file that will not load, a program that cannot be serialised) falls
+back to the plain ``jax.jit`` call: never an error, at worst the old start-up time.
+The files are pickles of our own executables, trusted as JAX's own cache is: do not point
+the cache at a directory others can write.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import platform
+import tempfile
+from pathlib import Path
+
+import jax
+
+SUBDIRECTORY = "jaxstyle-executables"
+# Beyond this the oldest files (by last use) are removed when a new one is written.
+MAX_BYTES = 2 << 30
+
+
+@functools.cache
+def _environment_digest() -> str:
+    """What every key shares: our source, the libraries, the backend, the CPU, the config."""
+    import flax
+    import numpy
+    import optax
+
+    h = hashlib.sha256(b"jaxstyle-executables-v1")
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    device = jax.devices()[0]
+    h.update(repr((jax.__version__, jax.lib.__version__, flax.__version__, optax.__version__, numpy.__version__,
+                   device.platform, device.device_kind, device.client.platform_version, platform.machine(),
+                   os.environ.get("XLA_FLAGS", ""))).encode())
+    # Options about caching and logging do not change a program; the rest might.
+    h.update(repr(sorted((k, repr(v)) for k, v in jax.config.values.items()
+                         if "cache" not in k and "log" not in k)).encode())
+    if device.platform == "cpu":
+        h.update(_cpu_flags().encode())
+    return h.hexdigest()
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def directory() -> Path | None:
+    """Where executables are kept, or None (no persistent cache, several devices, or tracing
+    is off): then every call is the plain jit."""
+    base = jax.config.values.get("jax_compilation_cache_dir")
+    if not base or jax.config.values.get("jax_disable_jit") or jax.device_count() != 1:
+        return None
+    return Path(base) / SUBDIRECTORY
+
+
+def _write(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    files = sorted(path.parent.glob("*.exe"), key=lambda p: p.stat().st_atime)
+    total = sum(p.stat().st_size for p in files)
+    for old in files:
+        if total <= MAX_BYTES or old == path:
+            break
+        total -= old.stat().st_size
+        old.unlink(missing_ok=True)
+
+
+def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
+    from jax.experimental import serialize_executable as se
+
+    path = where / f"{name}-{key}.exe"
+    if path.is_file():
+        try:
+            payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+            os.utime(path)
+            return se.deserialize_and_load(payload, in_tree, out_tree)
+        except Exception:  # noqa: BLE001 - a damaged or stale file is recompiled, never trusted
+            path.unlink(missing_ok=True)
+    lowered = jitted.lower(*args)
+    # Compiled afresh, not taken from JAX's persistent cache: an XLA:CPU executable that was
+    # itself loaded from that cache serialises without its kernels' code (running the copy
+    # fails with "Function ... not found").
+    enabled = jax.config.values["jax_enable_compilation_cache"]
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        compiled = lowered.compile()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+    try:
+        _write(path, pickle.dumps(se.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - not serialisable (or a read-only cache): run it unkept
+        pass
+    return compiled
+
+
+class Kept:
+    """``jitted`` (a ``jax.jit`` with ``static_argnums``), its executables kept on disk.
+
+    Called like the jit; attributes (``lower``, ...) are the jit's."""
+
+    def __init__(self, jitted, static_argnums: tuple[int, ...] = ()):
+        self.jitted = jitted
+        self.static_argnums = frozenset(static_argnums)
+        self.name = getattr(jitted, "__name__", "program").strip("_")
+        self._loaded: dict = {}
+        functools.update_wrapper(self, jitted)
+
+    def __getattr__(self, attr):
+        return getattr(self.jitted, attr)
+
+    def __call__(self, *args):
+        where = directory()
+        if where is None:
+            return self.jitted(*args)
+        static = tuple(a for i, a in enumerate(args) if i in self.static_argnums)
+        dynamic = [a for i, a in enumerate(args) if i not in self.static_argnums]
+        leaves, tree = jax.tree.flatten(dynamic)
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):  # inside another trace: nothing to keep
+            return self.jitted(*args)
+        signature = (static, tree, tuple(jax.typeof(x) for x in leaves))
+        compiled = self._loaded.get(signature)
+        if compiled is None:
+            try:
+                h = hashlib.sha256(_environment_digest().encode())
+                h.update(pickle.dumps((static, str(tree), [(a.shape, str(a.dtype), a.weak_type) for a in signature[2]])))
+            except Exception:  # noqa: BLE001 - a static argument that does not pickle: plain jit
+                return self.jitted(*args)
+            compiled = _load_or_compile(self.jitted, self.name, args, dynamic, h.hexdigest()[:40], where)
+            self._loaded[signature] = compiled
+        return compiled(*dynamic)
+
+
+def kept(static_argnums: tuple[int, ...] = (), **jit_options):
+    """Decorator: ``jax.jit(f, static_argnums=..., **jit_options)`` with its executables kept."""
+    def wrap(f):
+        return Kept(jax.jit(f, static_argnums=static_argnums, **jit_options), static_argnums)
+    return wrap
+
+
+__all__ = ["Kept", "directory", "kept"]
