@@ -89,6 +89,7 @@ class _Stop:
 
 
 def run(args) -> int:
+    report.prefetch_network(args)  # while the imports below run
     from tqdm import tqdm
 
     from jaxstyle.api import batch

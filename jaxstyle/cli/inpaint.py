@@ -35,6 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    report.prefetch_network(args)  # while the imports below run
     from jaxstyle.api import inpaint
 
     t_start = time.perf_counter()

@@ -57,6 +57,14 @@ def enable_compile_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     report.reset_stamps()
+    report.hold_gc()
+    try:
+        return _main(argv)
+    finally:
+        report.release_gc()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     report.mark("parsed")

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from jaxstyle.model.store import write_safetensors
-from jaxstyle.model.vgg import BLOCKS, build_vgg
+from jaxstyle.model.names import BLOCKS
 
 CALIBRATION_VERSION = "1"  # bump when the images or the procedure change: invalidates caches
 NETWORKS = ("raw", "normalized")
@@ -78,6 +78,8 @@ def mean_activations(arrays: Mapping[str, np.ndarray], convention: str,
     conv1_1 pads by replicating the border (the rest pad with zeros): then the factors depend
     only on the function RGB -> features, not on the input convention, whose zero padding
     means a slightly different colour in each (ImageNet mean vs Caffe mean pixel)."""
+    from jaxstyle.model.vgg import build_vgg  # here: reading cached factors needs no JAX
+
     images = calibration_images() if images is None else images
     names = conv_names(arrays)
     model = "vgg19" if "conv5_4.kernel" in arrays else "vgg16"
@@ -130,10 +132,12 @@ def cache_path(weights_path) -> Path:
     return p.with_name(p.name + ".normalize.safetensors")
 
 
-def factors(arrays: Mapping[str, np.ndarray], convention: str, *, path=None) -> dict[str, np.ndarray]:
+def factors(arrays: Mapping[str, np.ndarray], convention: str, *, path=None, calibrate: bool = True
+            ) -> dict[str, np.ndarray]:
     """The normalisation factors of ``arrays``, read from / written to the cache beside ``path``
     (the weights file) when given. A cache that cannot be written is skipped silently: the
-    factors are then recomputed on the next load (seconds, not an error)."""
+    factors are then recomputed on the next load (seconds, not an error). ``calibrate=False``:
+    raise ``LookupError`` rather than run the network (which needs JAX) when none are cached."""
     from safetensors.numpy import load_file
 
     digest = arrays_sha256(arrays)
@@ -150,6 +154,8 @@ def factors(arrays: Mapping[str, np.ndarray], convention: str, *, path=None) -> 
                     return {k: np.asarray(v, np.float64) for k, v in cached.items()}
         except Exception:  # noqa: BLE001, S110 - a damaged cache of any kind is recomputed, never trusted
             pass
+    if not calibrate:
+        raise LookupError("no cached normalisation factors")
     result = factors_from_means(mean_activations(arrays, convention))
     if cache is not None:
         try:
@@ -160,10 +166,11 @@ def factors(arrays: Mapping[str, np.ndarray], convention: str, *, path=None) -> 
     return result
 
 
-def normalized(arrays: Mapping[str, np.ndarray], info) -> dict[str, np.ndarray]:
+def normalized(arrays: Mapping[str, np.ndarray], info, *, calibrate: bool = True) -> dict[str, np.ndarray]:
     """Gatys' normalised version of ``arrays`` (our HWIO format). ``info`` is the file's
-    :class:`~jaxstyle.model.weights.WeightsInfo` (its ``convention`` and ``path`` are used)."""
-    return apply_factors(arrays, factors(arrays, info.convention, path=getattr(info, "path", None)))
+    :class:`~jaxstyle.model.weights.WeightsInfo` (its ``convention`` and ``path`` are used);
+    ``calibrate``: as in :func:`factors`."""
+    return apply_factors(arrays, factors(arrays, info.convention, path=getattr(info, "path", None), calibrate=calibrate))
 
 
 def weights_family(info) -> str:
