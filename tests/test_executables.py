@@ -38,7 +38,7 @@ def make(traces: list):
         traces.append(power)  # runs only while tracing
         return {"out": jnp.tanh(x) ** power * recipe.style_weight + jnp.sum(y), "n": x.shape[0]}
 
-    return Kept(jax.jit(program, static_argnums=(0, 1)), (0, 1))
+    return Kept(program, (0, 1))
 
 
 def reference(recipe, power, x, y):
@@ -134,11 +134,68 @@ def test_donated_state_is_still_donated(cache_dir):
         return state * 2.0 + n
 
     x = jnp.arange(4.0, dtype=jnp.float32)
-    kept = Kept(jax.jit(program, static_argnums=(0,), donate_argnums=(1,)), (0,))
+    kept = Kept(program, (0,), donate_argnums=(1,))
     out = kept(1, x)
     np.testing.assert_array_equal(np.asarray(out), np.arange(4.0) * 2 + 1)
     x2 = jnp.arange(4.0, dtype=jnp.float32)
-    loaded = Kept(jax.jit(program, static_argnums=(0,), donate_argnums=(1,)), (0,))
+    loaded = Kept(program, (0,), donate_argnums=(1,))
     out2 = loaded(1, x2)
     np.testing.assert_array_equal(np.asarray(out2), np.arange(4.0) * 2 + 1)
     assert x2.is_deleted(), "the loaded program no longer donates its input"
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """Set JAXSTYLE_CPU_KERNELS for the test (compiler_options is read once per process)."""
+    def choose(value: str | None, flags: str | None = None):
+        if value is None:
+            monkeypatch.delenv("JAXSTYLE_CPU_KERNELS", raising=False)
+        else:
+            monkeypatch.setenv("JAXSTYLE_CPU_KERNELS", value)
+        if flags is not None:
+            monkeypatch.setattr(executables, "_cpu_flags", lambda: flags)
+        executables.compiler_options.cache_clear()
+        return executables.compiler_options()
+
+    yield choose
+    monkeypatch.delenv("JAXSTYLE_CPU_KERNELS", raising=False)
+    executables.compiler_options.cache_clear()
+
+
+def conv_program():
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    return Kept(conv)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's kernel choice")
+def test_cpu_kernels_choice_reaches_the_compiled_program(kernels):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, 32, 32, 128)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, 128, 128)) * 0.05, jnp.float32)
+    x64, k64 = np.asarray(x, np.float64), np.asarray(k, np.float64)
+    # numpy float64 reference: the nine shifted windows times the kernel's taps
+    xp = np.pad(x64, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = sum(np.einsum("nhwc,cd->nhwd", xp[:, i:i + 32, j:j + 32], k64[i, j]) for i in range(3) for j in range(3))
+    texts = {}
+    for choice in ("eigen", "ynnpack"):
+        kernels(choice)
+        program = conv_program()
+        texts[choice] = program.lower(x, k).compile().as_text()
+        np.testing.assert_allclose(np.asarray(program(x, k)), expected, rtol=2e-4, atol=2e-4)
+    assert "ynn_fusion" not in texts["eigen"]
+    assert "ynn_fusion" in texts["ynnpack"]
+
+
+def test_cpu_kernels_auto_and_bad_values(kernels):
+    from jaxstyle.errors import UserError
+
+    if jax.default_backend() == "cpu":
+        eigen = tuple(sorted(executables.CPU_OPTIONS["eigen"].items()))
+        assert ("xla_cpu_experimental_ynn_fusion_type", "") in eigen
+        assert kernels(None, flags="flags : fpu sse avx avx2 fma") == eigen
+        assert kernels("auto", flags="flags : fpu avx2 avx512f avx512bw") == ()
+        assert kernels("eigen", flags="flags : avx512f") == eigen
+    with pytest.raises(UserError, match="JAXSTYLE_CPU_KERNELS"):
+        kernels("fast")

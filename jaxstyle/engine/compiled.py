@@ -131,7 +131,7 @@ def _chunk(graphdef, recipe: Recipe, n: int, unroll: bool, shared, sharding, par
 
 # The state is donated: the optimiser's history is the largest buffer, and the caller never
 # reads the old state again.
-chunk = Kept(jax.jit(_chunk, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(8,)), (0, 1, 2, 3, 4, 5))
+chunk = Kept(_chunk, (0, 1, 2, 3, 4, 5), donate_argnums=(8,))
 
 
 @kept(static_argnums=(0, 1, 2, 3))

@@ -13,7 +13,8 @@ stored with its executable under a key made of everything that decides it *befor
   the Recipe with every field: tested that each changes the key), and the avals (shape,
   dtype, weak type) and tree structure of the others.
 
-It is used only where JAX's persistent cache is on (``jax_compilation_cache_dir``), beside
+Every program is compiled with :func:`compiler_options` (on CPU: which kernels XLA uses for
+convolutions), cached or not. Executables are kept only where JAX's persistent cache is on (``jax_compilation_cache_dir``), beside
 it, and only on a single device: a sharded program's executable also depends on the mesh.
 Anything that fails (a file that will not load, a program that cannot be serialised) falls
 back to the plain ``jax.jit`` call: never an error, at worst the old start-up time.
@@ -128,48 +129,99 @@ def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
     return compiled
 
 
+KERNELS = ("auto", "eigen", "ynnpack")
+# XLA options of each CPU kernel choice. With Eigen's kernels the concurrency-optimised
+# scheduler (independent thunks run side by side) measured 0.92–1.00 of the time per step at
+# 128–192 px, same numbers, same buffer sizes; it is not tried with YNNPACK's.
+CPU_OPTIONS = {
+    "eigen": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_enable_concurrency_optimized_scheduler": True},
+    "ynnpack": {},
+}
+
+
+@functools.cache
+def compiler_options() -> tuple[tuple[str, str], ...]:
+    """XLA options every program is compiled with, as sorted (name, value) pairs.
+
+    On CPU, convolutions and dots go through XLA's YNNPACK fusions by default, else through
+    its Eigen kernels. On a CPU without AVX-512 (AMD EPYC family 25, AVX2 only) Eigen's were
+    measured faster at every size tried: a VGG-19 step took 0.82 / 0.76 / 0.91 / 0.89 of the
+    YNNPACK program's time at 128 / 192 / 256 / 512 px (Adam; bench/README.md). With AVX-512
+    (the family-26 EPYC of earlier runs) YNNPACK's convolutions ran at ~98 % of the matmul
+    peak, so they stay there. ``JAXSTYLE_CPU_KERNELS`` = auto | eigen | ynnpack overrides."""
+    from jaxstyle.errors import UserError
+
+    choice = os.environ.get("JAXSTYLE_CPU_KERNELS", "auto") or "auto"
+    if choice not in KERNELS:
+        raise UserError(f"JAXSTYLE_CPU_KERNELS={choice!r} is not one of {', '.join(KERNELS)}")
+    if jax.default_backend() != "cpu":
+        return ()
+    if choice == "auto":
+        choice = "ynnpack" if " avx512f" in _cpu_flags() else "eigen"
+    return tuple(sorted(CPU_OPTIONS[choice].items()))
+
+
 class Kept:
-    """``jitted`` (a ``jax.jit`` with ``static_argnums``), its executables kept on disk.
+    """``jax.jit(f, static_argnums=..., **jit_options)`` compiled with :func:`compiler_options`,
+    its executables kept on disk where :func:`directory` says.
 
     Called like the jit; attributes (``lower``, ...) are the jit's."""
 
-    def __init__(self, jitted, static_argnums: tuple[int, ...] = ()):
-        self.jitted = jitted
+    def __init__(self, f, static_argnums: tuple[int, ...] = (), **jit_options):
+        self.f = f
         self.static_argnums = frozenset(static_argnums)
-        self.name = getattr(jitted, "__name__", "program").strip("_")
+        self.jit_options = dict(jit_options, static_argnums=tuple(static_argnums))
+        self.name = getattr(f, "__name__", "program").strip("_")
+        self._jits: dict = {}
         self._loaded: dict = {}
-        functools.update_wrapper(self, jitted)
+        functools.update_wrapper(self, f)
+
+    @property
+    def jitted(self):
+        """The jit with this process's compiler options."""
+        options = compiler_options()
+        if options not in self._jits:
+            self._jits[options] = jax.jit(self.f, compiler_options=dict(options) or None, **self.jit_options)
+        return self._jits[options]
 
     def __getattr__(self, attr):
+        if attr.startswith("_") or attr in ("f", "static_argnums", "jit_options", "name"):
+            raise AttributeError(attr)
         return getattr(self.jitted, attr)
 
     def __call__(self, *args):
-        where = directory()
-        if where is None:
-            return self.jitted(*args)
         static = tuple(a for i, a in enumerate(args) if i in self.static_argnums)
         dynamic = [a for i, a in enumerate(args) if i not in self.static_argnums]
         leaves, tree = jax.tree.flatten(dynamic)
-        if any(isinstance(x, jax.core.Tracer) for x in leaves):  # inside another trace: nothing to keep
-            return self.jitted(*args)
-        signature = (static, tree, tuple(jax.typeof(x) for x in leaves))
+        if any(isinstance(x, jax.core.Tracer) for x in leaves):
+            # Inside another trace: part of that program (compiler options belong to the
+            # outermost jit only), nothing to keep.
+            if None not in self._jits:
+                self._jits[None] = jax.jit(self.f, **self.jit_options)
+            return self._jits[None](*args)
+        jitted = self.jitted
+        where = directory()
+        if where is None:
+            return jitted(*args)
+        signature = (static, tree, tuple(jax.typeof(x) for x in leaves), compiler_options())
         compiled = self._loaded.get(signature)
         if compiled is None:
             try:
                 h = hashlib.sha256(_environment_digest().encode())
-                h.update(pickle.dumps((static, str(tree), [(a.shape, str(a.dtype), a.weak_type) for a in signature[2]])))
+                h.update(pickle.dumps((static, str(tree), [(a.shape, str(a.dtype), a.weak_type) for a in signature[2]],
+                                       signature[3])))
             except Exception:  # noqa: BLE001 - a static argument that does not pickle: plain jit
-                return self.jitted(*args)
-            compiled = _load_or_compile(self.jitted, self.name, args, dynamic, h.hexdigest()[:40], where)
+                return jitted(*args)
+            compiled = _load_or_compile(jitted, self.name, args, dynamic, h.hexdigest()[:40], where)
             self._loaded[signature] = compiled
         return compiled(*dynamic)
 
 
 def kept(static_argnums: tuple[int, ...] = (), **jit_options):
-    """Decorator: ``jax.jit(f, static_argnums=..., **jit_options)`` with its executables kept."""
+    """Decorator: :class:`Kept` of the function."""
     def wrap(f):
-        return Kept(jax.jit(f, static_argnums=static_argnums, **jit_options), static_argnums)
+        return Kept(f, static_argnums, **jit_options)
     return wrap
 
 
-__all__ = ["Kept", "directory", "kept"]
+__all__ = ["CPU_OPTIONS", "KERNELS", "Kept", "compiler_options", "directory", "kept"]
