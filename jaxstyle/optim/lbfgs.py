@@ -148,19 +148,26 @@ def _two_loop(q, s_mem, y_mem, rho, pushed, h_diag, pre=lambda v: v):
     """H·q by the standard two-loop recursion, newest pair first, over the ring buffer, with
     H₀ = h_diag·pre."""
     history = rho.shape[0]
-    order = (pushed - 1 - jnp.arange(history)) % history  # newest → oldest
+    # Only the pairs stored so far, as torch's loop does: an empty slot would add exact zeros
+    # (rho = 0), but visiting it costs two passes over the image per slot per step.
+    filled = jnp.minimum(pushed, history)
 
-    def backward(q, idx):
+    def slot(i):  # the i-th newest pair
+        return (pushed - 1 - i) % history
+
+    def backward(i, carry):
+        q, alphas = carry
+        idx = slot(i)
         alpha = rho[idx] * jnp.vdot(s_mem[idx], q)
-        return q - alpha * y_mem[idx], alpha
+        return q - alpha * y_mem[idx], alphas.at[i].set(alpha)
 
-    q, alphas = jax.lax.scan(backward, q, order)
+    q, alphas = jax.lax.fori_loop(0, filled, backward, (q, jnp.zeros_like(rho)))
     r = pre(q) * h_diag
 
-    def forward(r, idx_alpha):
-        idx, alpha = idx_alpha
+    def forward(k, r):  # oldest stored pair first
+        i = filled - 1 - k
+        idx = slot(i)
         beta = rho[idx] * jnp.vdot(y_mem[idx], r)
-        return r + s_mem[idx] * (alpha - beta), None
+        return r + s_mem[idx] * (alphas[i] - beta)
 
-    r, _ = jax.lax.scan(forward, r, (order[::-1], alphas[::-1]))
-    return r
+    return jax.lax.fori_loop(0, filled, forward, r)
