@@ -94,3 +94,33 @@ def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
         assert list(s.values()) == sorted(s.values())
         assert r["first_step_seconds"] == pytest.approx(s["first step"], abs=0.002)
         assert 0 < r["first_step_seconds"] < 600 and r["precision"] == "fp32"
+
+
+def test_collector_held_only_until_the_first_step(tmp_path, tiny_weights, images):
+    import gc
+
+    from jaxstyle.cli import report
+    from jaxstyle.cli.main import main
+
+    seen = []
+    real_mark = report.mark
+
+    def mark(phase):
+        seen.append((phase, gc.isenabled()))
+        return real_mark(phase)
+
+    content, style = images
+    args = ["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"), "--weights", tiny_weights, *CLI_OPTS, "-q"]
+    report.mark = mark
+    try:
+        assert main(args) == 0
+    finally:
+        report.mark = real_mark
+    held = dict(reversed(seen))  # each phase as first marked (the bar marks "first step" at every report)
+    assert held["network"] is False and held["first step"] is False  # held while starting
+    assert held["written"] is True  # back from the first step on
+    assert gc.isenabled()
+    # a command that fails before its first step gives it back too
+    assert main(["stylize", str(tmp_path / "missing.png"), str(style), "-o", str(tmp_path / "x.png"),
+                 "--weights", tiny_weights, *CLI_OPTS, "-q"]) == 2
+    assert gc.isenabled()

@@ -35,6 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    report.hold_gc()  # until the first step (report.Bar)
     report.prefetch_network(args)  # while the imports below run
     from jaxstyle.api import inpaint
 

@@ -57,11 +57,10 @@ def enable_compile_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     report.reset_stamps()
-    report.hold_gc()
     try:
         return _main(argv)
     finally:
-        report.release_gc()
+        report.release_gc()  # if a command held it and stopped before its first step
 
 
 def _main(argv: list[str] | None) -> int:

@@ -57,9 +57,11 @@ def reset_stamps() -> None:
 
 
 def hold_gc() -> None:
-    """Hold off Python's cyclic garbage collector until the first step (:func:`mark`) or
-    :func:`release_gc`. Start-up makes about a million objects that stay alive (JAX's modules,
-    traced programs); collecting them again and again took ~10 % of a warm start's CPU time."""
+    """Hold off Python's cyclic garbage collector until the first step (:class:`Bar`) or
+    :func:`release_gc` (``main`` calls it on the way out). Start-up makes about a million
+    objects that stay alive (JAX's modules, traced programs); collecting them again and again
+    took ~10 % of a warm start's CPU time. Only for commands whose progress comes through
+    :class:`Bar`: a server or a batch must not run for hours without the collector."""
     if gc.isenabled():
         gc.disable()
         _GC_HELD[0] = True

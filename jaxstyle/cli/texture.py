@@ -32,6 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    report.hold_gc()  # until the first step (report.Bar)
     report.prefetch_network(args)  # while the imports below run
     from jaxstyle.api import texture
 
