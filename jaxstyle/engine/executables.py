@@ -14,8 +14,9 @@ stored with its executable under a key made of everything that decides it *befor
   dtype, weak type) and tree structure of the others.
 
 Every program is compiled with :func:`compiler_options` (on CPU: which kernels XLA uses for
-convolutions), cached or not. Executables are kept only where JAX's persistent cache is on (``jax_compilation_cache_dir``), beside
-it, and only on a single device: a sharded program's executable also depends on the mesh.
+convolutions and dots), kept or not. Executables are kept only where JAX's persistent cache
+is on (``jax_compilation_cache_dir``), beside it, and only on a single device: a sharded
+program's executable also depends on the mesh.
 Anything that fails (a file that will not load, a program that cannot be serialised) falls
 back to the plain ``jax.jit`` call: never an error, at worst the old start-up time.
 The files are pickles of our own executables, trusted as JAX's own cache is: do not point
