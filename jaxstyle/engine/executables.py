@@ -64,6 +64,7 @@ def _environment_digest() -> str:
     return h.hexdigest()
 
 
+@functools.cache
 def _cpu_flags() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
