@@ -166,3 +166,33 @@ def test_weights_with_wrong_shape_or_missing_layer_are_named():
     missing = {k: v for k, v in arrays.items() if not k.startswith("conv4_3.")}
     with pytest.raises(UserError, match=r"conv4_3"):
         build_vgg("vgg19", missing)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (2, 4), (3, 3), (2, 8)])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_convolution_of_inputs_smaller_than_the_kernel(hw, pad):
+    """Below 9 pixels the conv is one matrix product (XLA would swap the operands, ~25×
+    slower): the same numbers as a float64 numpy convolution, and the same input gradient
+    as XLA's own derivative of its convolution."""
+    from jaxstyle.model import vgg
+
+    rng = np.random.default_rng(hw[0] * 10 + hw[1] + pad)
+    h, w = hw[0] + 2 * (1 - pad), hw[1] + 2 * (1 - pad)  # padding 0: a 3×3 output needs 2 more pixels
+    x = rng.standard_normal((2, h, w, 5))
+    k = rng.standard_normal((3, 3, 5, 4))
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    ho, wo = xp.shape[1] - 2, xp.shape[2] - 2
+    want = np.zeros((2, ho, wo, 4))
+    for i in range(3):
+        for j in range(3):
+            want += np.einsum("bhwc,co->bhwo", xp[:, i:i + ho, j:j + wo, :], k[i, j])
+    x32, k32 = jnp.asarray(x, jnp.float32), jnp.asarray(k, jnp.float32)
+    got = np.asarray(vgg._conv(x32, k32, pad), np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    cot = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
+    plain = lambda v: jax.lax.conv_general_dilated(v, k32, (1, 1), ((pad, pad), (pad, pad)),  # noqa: E731
+                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    want_dx = jax.vjp(plain, x32)[1](cot)[0]
+    got_dx = jax.vjp(lambda v: vgg._conv_pre(v, k32, vgg.grad_kernel(k32), pad), x32)[1](cot)[0]
+    np.testing.assert_allclose(np.asarray(got_dx), np.asarray(want_dx), rtol=1e-5,
+                               atol=1e-5 * float(jnp.abs(want_dx).max()))
