@@ -1,5 +1,3 @@
-import sys
+from jaxstyle.cli.main import entry
 
-from jaxstyle.cli.main import main
-
-sys.exit(main())
+entry()
