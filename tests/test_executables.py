@@ -9,6 +9,7 @@ in-memory cache of either); the CLI's own two-process check is in ``tests/test_s
 from __future__ import annotations
 
 import pickle
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,55 @@ def test_damaged_file_is_recompiled_not_trusted(cache_dir):
     assert traces == [1]
     np.testing.assert_allclose(np.asarray(got["out"]), reference(Recipe(), 1, x, y), rtol=1e-6)
     assert path.read_bytes() != b"not an executable"
+
+
+@pytest.fixture
+def fresh_lists(monkeypatch):
+    """This process's record of used files and reads ahead, empty for the test."""
+    monkeypatch.setattr(executables, "_USED", [])
+    monkeypatch.setattr(executables, "_AHEAD", {})
+
+
+def test_read_ahead_supplies_the_programs_the_same_tag_used(cache_dir, fresh_lists):
+    x = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32)
+    y = jnp.ones(2, jnp.float32)
+    make([])(Recipe(), 2, x, y)
+    make([])(Recipe(), 3, x, y)
+    executables.remember("run A")
+    names = (cache_dir / "runs").glob("*.txt")
+    (listed,) = [f.read_text().split() for f in names]
+    assert sorted(listed) == sorted(p.name for p in cache_dir.glob("*.exe")) and len(listed) == 2
+    executables.read_ahead("another command line")  # lists nothing: reads nothing
+    executables.read_ahead("run A")
+    for _ in range(200):  # the thread registers both files before loading either
+        if len(executables._AHEAD) == 2:
+            break
+        threading.Event().wait(0.05)
+    assert sorted(executables._AHEAD) == sorted(listed)
+    traces: list = []
+    got = make(traces)(Recipe(), 3, x, y)
+    assert traces == [] and len(executables._AHEAD) == 1  # taken from what was read ahead
+    np.testing.assert_allclose(np.asarray(got["out"]), reference(Recipe(), 3, x, y), rtol=1e-5)
+    got = make(traces)(Recipe(), 2, x, y)
+    assert traces == [] and executables._AHEAD == {}
+    np.testing.assert_allclose(np.asarray(got["out"]), reference(Recipe(), 2, x, y), rtol=1e-5)
+
+
+def test_read_ahead_of_a_damaged_file_recompiles(cache_dir, fresh_lists):
+    x = jnp.arange(4.0, dtype=jnp.float32)
+    make([])(Recipe(), 1, x, x)
+    executables.remember("run B")
+    (path,) = cache_dir.glob("*.exe")
+    path.write_bytes(b"not an executable")
+    executables.read_ahead("run B")
+    for _ in range(200):
+        if path.name in executables._AHEAD:
+            break
+        threading.Event().wait(0.05)
+    traces: list = []
+    got = make(traces)(Recipe(), 1, x, x)
+    assert traces == [1]
+    np.testing.assert_allclose(np.asarray(got["out"]), reference(Recipe(), 1, x, x), rtol=1e-6)
 
 
 def test_off_without_a_compile_cache_and_inside_other_traces(tmp_path):

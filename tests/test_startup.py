@@ -7,6 +7,10 @@ missed.
   program it needs was found under the key the first run wrote (a key that changed from run
   to run, e.g. from a path, a time or an object id in the program, would recompile each time);
   it traces none of them (each is loaded whole) and writes the same image and losses.
+- The first run lists the kept programs it used (``engine.executables.remember``), under its
+  command line less the output path: the second run (another output) reads them ahead.
+- ``python -m jaxstyle`` skips the interpreter's teardown but still runs the ``atexit``
+  handlers, flushes what it printed and returns the command's exit status.
 - ``JAXSTYLE_TRACE_STARTUP=1`` prints the phase stamps ``bench/startup.py`` reads, and the
   ``--json`` record carries ``first_step_seconds``.
 """
@@ -68,6 +72,7 @@ def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
     programs = []
 
     def run(i: int) -> tuple[set[Path], dict, dict]:
+        # The lists of programs each command line used (runs/) are not compiled programs.
         done = subprocess.run(
             [sys.executable, "-m", "jaxstyle", "stylize", str(content), str(style), "-o", str(tmp_path / f"o{i}.png"),
              "--weights", tiny_weights, *CLI_OPTS, "--steps", "1", "--json", "-q"],
@@ -75,25 +80,51 @@ def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
         assert done.returncode == 0, done.stderr
         stamps = {name: float(t) for t, name in STAMP.findall(done.stderr)}
         programs.append(set(re.findall(r"Finished tracing (\w+) for jit", done.stderr)))
-        return {p for p in cache.rglob("*") if p.is_file()}, json.loads(done.stdout), stamps
+        return ({p for p in cache.rglob("*") if p.is_file() and p.parent.name != "runs"}, json.loads(done.stdout),
+                stamps)
 
     first, record, stamps = run(1)
     assert first, "the first run wrote nothing to the compile cache"
     # Only jaxstyle's own jit boundaries, no eager jnp operation's program ...
     assert programs[0] == {"features", "style_statistics", "blend_style", "finish_style", "grad_kernels",
                            "init_states", "_chunk", "finals"}, programs[0]
+    (listed,) = [f.read_text().split() for f in cache.rglob("runs/*.txt")]  # for the next run to read ahead
+    assert sorted(listed) == sorted(p.name for p in first if p.suffix == ".exe") and len(listed) == 8
     second, record2, stamps2 = run(2)
     assert second == first, f"the second run compiled again: {sorted(p.name for p in second - first)}"
     # ... and a warm start traces none of them: each is loaded whole (jaxstyle.engine.executables)
     assert programs[1] == set(), f"the second run traced {sorted(programs[1])}"
     assert record2["losses"] == record["losses"]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o1.png")), np.asarray(Image.open(tmp_path / "o2.png")))
+    assert len(list(cache.rglob("runs/*.txt"))) == 1  # the same command line but for its output
     # The stamps: every phase, in order, the first step within the run's own time.
     for s, r in ((stamps, record), (stamps2, record2)):
         assert list(s) == ["parsed", "imported", "inputs", "network", "first step", "written"], s
         assert list(s.values()) == sorted(s.values())
         assert r["first_step_seconds"] == pytest.approx(s["first step"], abs=0.002)
         assert 0 < r["first_step_seconds"] < 600 and r["precision"] == "fp32"
+
+
+def test_program_exit_runs_atexit_handlers_and_keeps_the_status(tmp_path):
+    """``python -m jaxstyle`` leaves with ``os._exit`` after the command (no interpreter
+    teardown): what the ordinary exit guarantees must still happen."""
+    marker = tmp_path / "atexit-ran"
+    env = {**os.environ, "JAXSTYLE_HOME": str(tmp_path / "home")}
+    probe = (f"import atexit, pathlib; atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+             "import sys; from jaxstyle.cli.main import entry; entry(sys.argv[1:])")
+    done = subprocess.run([sys.executable, "-c", probe, "weights", "list"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "ran"
+    assert "no cached weights" in done.stdout.lower()  # printed, and flushed into the pipe before the exit
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", probe, "stylize", str(tmp_path / "missing.png"), "s.png", "-o",
+                          str(tmp_path / "o.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "jaxstyle: error:" in bad.stderr
+    assert marker.read_text() == "ran"
+    # The module entry point is the same one.
+    assert subprocess.run([sys.executable, "-m", "jaxstyle", "stylize", str(tmp_path / "missing.png"), "s.png", "-o",
+                           str(tmp_path / "o.png")], capture_output=True, env=env, timeout=120).returncode == 2
 
 
 def test_collector_held_only_until_the_first_step(tmp_path, tiny_weights, images):

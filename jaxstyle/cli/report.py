@@ -27,6 +27,8 @@ JSON_KEYS = ("output", "command", "preset", "steps", "size", "seconds", "optimiz
 _IMPORTED = time.perf_counter()
 _STAMPS: dict[str, float] = {}
 _GC_HELD = [False]
+# The command line of the command running (reset_stamps): what read_ahead/remember go by.
+_ARGV: list[str] = []
 
 
 def _launched_ago() -> float | None:
@@ -49,11 +51,34 @@ def since_launch() -> float:
     return time.perf_counter() - _LAUNCH
 
 
-def reset_stamps() -> None:
+def reset_stamps(argv: list[str] | None = None) -> None:
     """Forget the stamps (and any unused prefetched weights) of an earlier command run in this
-    process (the CLI called from Python)."""
+    process (the CLI called from Python); ``argv`` is the new command's line."""
     _STAMPS.clear()
     _PREFETCHED.clear()
+    _ARGV[:] = sys.argv[1:] if argv is None else list(argv)
+
+
+def _tag() -> str:
+    """The command line without its output path (a script writing out1, out2, ... runs the
+    same programs), and the folder it ran in (relative input paths name other files elsewhere)."""
+    words, skip = [os.getcwd()], False
+    for word in _ARGV:
+        if not skip and not word.startswith(("-o=", "--output=")):
+            words.append(word)
+        skip = word in ("-o", "--output")
+    return "\0".join(words)
+
+
+def read_ahead() -> None:
+    """Import JAX, then start reading the compiled programs the same command line used last
+    time (``engine.executables.read_ahead``) while the command's other imports run."""
+    from jaxstyle.engine import executables
+
+    try:
+        executables.read_ahead(_tag())
+    except Exception:  # noqa: BLE001 - an optimisation only: the programs load in order
+        pass
 
 
 def hold_gc() -> None:
@@ -182,6 +207,8 @@ def finish(args, command: str, cfg, out, result, info, bar: Bar, t_start: float)
         "pretrained": info.pretrained,
     }
     mark("written")
+    if "jaxstyle.engine.executables" in sys.modules:
+        sys.modules["jaxstyle.engine.executables"].remember(_tag())
     if getattr(args, "json", False):
         print(summary_json(record))
     origin = " with weights of unknown origin (not recognised by sha256)" if info.pretrained is None else ""
@@ -191,4 +218,4 @@ def finish(args, command: str, cfg, out, result, info, bar: Bar, t_start: float)
     return 0
 
 
-__all__ = ["Bar", "JSON_KEYS", "finish", "format_terms", "load_network", "mark", "prefetch_network", "hold_gc", "release_gc", "reset_stamps", "since_launch"]
+__all__ = ["Bar", "JSON_KEYS", "finish", "format_terms", "load_network", "mark", "prefetch_network", "read_ahead", "hold_gc", "release_gc", "reset_stamps", "since_launch"]

@@ -41,6 +41,7 @@ def snapshot_path(out: Path, step: int) -> Path:
 def run(args) -> int:
     report.hold_gc()  # until the first step (report.Bar)
     report.prefetch_network(args)  # while the imports below run
+    report.read_ahead()  # imports JAX; then the programs load while the rest imports
     from jaxstyle.api import transfer
     from jaxstyle.model.vgg import min_size
     from jaxstyle.plan import inputs

@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     report.hold_gc()  # until the first step (report.Bar)
     report.prefetch_network(args)  # while the imports below run
+    report.read_ahead()  # imports JAX; then the programs load while the rest imports
     from jaxstyle.api import texture
 
     t_start = time.perf_counter()

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import pickle
 import platform
 import tempfile
+import threading
 from pathlib import Path
 
 import jax
@@ -47,7 +49,7 @@ def _environment_digest() -> str:
     import numpy
     import optax
 
-    h = hashlib.sha256(b"jaxstyle-executables-v1")
+    h = hashlib.sha256(b"jaxstyle-executables-v2")
     package = Path(__file__).resolve().parent.parent
     for path in sorted(package.rglob("*.py")):
         h.update(str(path.relative_to(package)).encode())
@@ -103,15 +105,127 @@ def _write(path: Path, payload: bytes) -> None:
         old.unlink(missing_ok=True)
 
 
-def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
+def _unpack(path: Path):
+    """Read a kept file as far as JAX's own modules go: (the loaded executable, its flat
+    argument info, no_kwargs), and the pickled pytree structures, left for :func:`_finish`.
+
+    Split in two because the structures name flax's, optax's and our classes, whose modules
+    may still be importing in another thread when :func:`read_ahead` runs this; the
+    executable's own part needs only JAX (deserialising it releases the GIL)."""
     from jax.experimental import serialize_executable as se
 
+    payload, trees = pickle.loads(path.read_bytes())
+    unpickler = getattr(se, "_JaxPjrtUnpickler", None)  # JAX's own, private: see _finish
+    if unpickler is None:
+        return payload, trees
+    unloaded, args_info, no_kwargs = unpickler(io.BytesIO(payload), jax.devices()[0].client).load()
+    return (unloaded.load(), args_info, no_kwargs), trees
+
+
+def _finish(parts, trees):
+    """The :class:`jax.stages.Compiled` of an :func:`_unpack`, built as JAX's
+    ``deserialize_and_load`` builds it (which does the whole load when a JAX without the
+    pieces this uses left ``parts`` as the payload)."""
+    in_tree, out_tree = pickle.loads(trees)
+    if isinstance(parts, bytes):
+        from jax.experimental import serialize_executable as se
+
+        return se.deserialize_and_load(parts, in_tree, out_tree)
+    loaded, args_info, no_kwargs = parts
+    return jax.stages.Compiled(loaded, [], in_tree.unflatten(args_info), out_tree, no_kwargs=no_kwargs)
+
+
+class _Ahead:
+    """One file being read by :func:`read_ahead`: ``result()`` waits for it (None: failed)."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._value = None
+
+    def set(self, value) -> None:
+        self._value = value
+        self._done.set()
+
+    def result(self):
+        self._done.wait()
+        return self._value
+
+
+# Kept files read ahead of their first call (read_ahead): file name -> _Ahead.
+_AHEAD: dict[str, _Ahead] = {}
+# The kept files this process's programs came from, in the order of first use (remember).
+_USED: list[str] = []
+# How many command lines' lists of files (remember) are kept; the oldest go first.
+MAX_RUNS = 256
+
+
+def _runs(where: Path, tag: str) -> Path:
+    return where / "runs" / f"{hashlib.sha256(tag.encode()).hexdigest()[:32]}.txt"
+
+
+def read_ahead(tag: str) -> None:
+    """Start reading, in a daemon thread, the kept files that the last run under ``tag`` (the
+    CLI: its command line and folder) used, as :func:`remember` listed them.
+
+    Deserialising an executable takes XLA 10–200 ms, the optimisation chunk most of it; done
+    here it overlaps the imports that follow ``import jax`` instead of delaying the first
+    step. A file is still taken only when a program's own key names it, so a list that no
+    longer fits (another image size, another source) costs only the other core's time.
+    Call it after ``import jax`` has finished: the thread must not import anything."""
+    from jax.experimental import serialize_executable  # noqa: F401 - imported here, never in the thread
+
+    # Here too, not in the thread: starting the backend is Python (plugin discovery reads every
+    # installed package's metadata), which in a thread would take the GIL from the imports.
+    where = directory()
+    try:
+        names = _runs(where, tag).read_text().split() if where is not None else []
+    except OSError:
+        return
+    waiting = {name: _AHEAD.setdefault(name, _Ahead()) for name in names}
+
+    def work() -> None:
+        for name, ahead in waiting.items():
+            try:
+                ahead.set(_unpack(where / name))
+            except Exception:  # noqa: BLE001 - gone or damaged: its program loads or compiles it in order
+                ahead.set(None)
+
+    if waiting:
+        threading.Thread(target=work, name="jaxstyle-read-ahead", daemon=True).start()
+
+
+def remember(tag: str) -> None:
+    """List, for :func:`read_ahead` in a later run under ``tag``, the kept files this process
+    used (written only when the list changed)."""
+    where = directory()
+    if where is None or not _USED:
+        return
+    path, text = _runs(where, tag), "\n".join(_USED)
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    try:
+        _write(path, text.encode())
+        lists = sorted(path.parent.glob("*.txt"), key=lambda p: p.stat().st_mtime)
+        for old in lists[:-MAX_RUNS]:
+            old.unlink(missing_ok=True)
+    except OSError:  # a read-only cache: nothing read ahead next time
+        pass
+
+
+def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
     path = where / f"{name}-{key}.exe"
-    if path.is_file():
+    if path.name not in _USED:
+        _USED.append(path.name)
+    ahead = _AHEAD.pop(path.name, None)
+    unpacked = ahead.result() if ahead is not None else None
+    if unpacked is not None or path.is_file():
         try:
-            payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+            compiled = _finish(*(unpacked or _unpack(path)))
             os.utime(path)
-            return se.deserialize_and_load(payload, in_tree, out_tree)
+            return compiled
         except Exception:  # noqa: BLE001 - a damaged or stale file is recompiled, never trusted
             path.unlink(missing_ok=True)
     lowered = jitted.lower(*args)
@@ -125,7 +239,11 @@ def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
     finally:
         jax.config.update("jax_enable_compilation_cache", enabled)
     try:
-        _write(path, pickle.dumps(se.serialize(compiled), protocol=pickle.HIGHEST_PROTOCOL))
+        from jax.experimental import serialize_executable as se
+
+        payload, in_tree, out_tree = se.serialize(compiled)
+        trees = pickle.dumps((in_tree, out_tree), protocol=pickle.HIGHEST_PROTOCOL)
+        _write(path, pickle.dumps((payload, trees), protocol=pickle.HIGHEST_PROTOCOL))
     except Exception:  # noqa: BLE001 - not serialisable (or a read-only cache): run it unkept
         pass
     return compiled
@@ -226,4 +344,4 @@ def kept(static_argnums: tuple[int, ...] = (), **jit_options):
     return wrap
 
 
-__all__ = ["CPU_OPTIONS", "KERNELS", "Kept", "compiler_options", "directory", "kept"]
+__all__ = ["CPU_OPTIONS", "KERNELS", "Kept", "compiler_options", "directory", "kept", "read_ahead", "remember"]
