@@ -105,6 +105,22 @@ def test_second_run_on_a_warm_cache_compiles_nothing(tmp_path, tiny_weights):
         assert 0 < r["first_step_seconds"] < 600 and r["precision"] == "fp32"
 
 
+def test_read_ahead_goes_by_the_command_line_less_its_output(monkeypatch):
+    from jaxstyle.cli import report
+
+    def tag(argv):
+        report.reset_stamps(argv)
+        return report._tag()
+
+    base = ["stylize", "c.png", "s.png", "--size", "64"]
+    assert tag([*base, "-o", "a.png"]) == tag([*base, "-o", "b.png"]) == tag([*base, "--output=c.png"])
+    assert tag([*base, "-o", "a.png"]) != tag(["stylize", "c.png", "t.png", "--size", "64", "-o", "a.png"])
+    assert tag([*base, "-o", "a.png"]) != tag([*base, "--steps", "3", "-o", "a.png"])
+    here = tag(base)
+    monkeypatch.chdir("/")
+    assert tag(base) != here  # relative paths name other files in another folder
+
+
 def test_program_exit_runs_atexit_handlers_and_keeps_the_status(tmp_path):
     """``python -m jaxstyle`` leaves with ``os._exit`` after the command (no interpreter
     teardown): what the ordinary exit guarantees must still happen."""

@@ -62,11 +62,12 @@ def reset_stamps(argv: list[str] | None = None) -> None:
 def _tag() -> str:
     """The command line without its output path (a script writing out1, out2, ... runs the
     same programs), and the folder it ran in (relative input paths name other files elsewhere)."""
-    words, skip = [os.getcwd()], False
+    words, value = [os.getcwd()], False
     for word in _ARGV:
-        if not skip and not word.startswith(("-o=", "--output=")):
+        flag = word in ("-o", "--output")
+        if not (flag or value or word.startswith(("-o=", "--output="))):
             words.append(word)
-        skip = word in ("-o", "--output")
+        value = flag
     return "\0".join(words)
 
 

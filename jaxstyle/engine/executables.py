@@ -224,10 +224,14 @@ def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
     if unpacked is not None or path.is_file():
         try:
             compiled = _finish(*(unpacked or _unpack(path)))
-            os.utime(path)
-            return compiled
         except Exception:  # noqa: BLE001 - a damaged or stale file is recompiled, never trusted
             path.unlink(missing_ok=True)
+        else:
+            try:
+                os.utime(path)  # last use, for the pruning in _write
+            except OSError:  # removed since it was read ahead: the program in memory is still good
+                pass
+            return compiled
     lowered = jitted.lower(*args)
     # Compiled afresh, not taken from JAX's persistent cache: an XLA:CPU executable that was
     # itself loaded from that cache serialises without its kernels' code (running the copy
