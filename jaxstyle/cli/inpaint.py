@@ -35,9 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    report.hold_gc()  # until the first step (report.Bar)
-    report.prefetch_network(args)  # while the imports below run
-    report.read_ahead()  # imports JAX; then the programs load while the rest imports
+    report.start(args)  # collector held, weights and programs read while the imports below run
     from jaxstyle.api import inpaint
 
     t_start = time.perf_counter()

@@ -39,9 +39,7 @@ def snapshot_path(out: Path, step: int) -> Path:
 
 
 def run(args) -> int:
-    report.hold_gc()  # until the first step (report.Bar)
-    report.prefetch_network(args)  # while the imports below run
-    report.read_ahead()  # imports JAX; then the programs load while the rest imports
+    report.start(args)  # collector held, weights and programs read while the imports below run
     from jaxstyle.api import transfer
     from jaxstyle.model.vgg import min_size
     from jaxstyle.plan import inputs

@@ -215,7 +215,7 @@ def remember(tag: str) -> None:
         pass
 
 
-def _load_or_compile(jitted, name: str, args, dynamic, key: str, where: Path):
+def _load_or_compile(jitted, name: str, args, key: str, where: Path):
     path = where / f"{name}-{key}.exe"
     if path.name not in _USED:
         _USED.append(path.name)
@@ -336,7 +336,7 @@ class Kept:
                                        signature[3])))
             except Exception:  # noqa: BLE001 - a static argument that does not pickle: plain jit
                 return jitted(*args)
-            compiled = _load_or_compile(jitted, self.name, args, dynamic, h.hexdigest()[:40], where)
+            compiled = _load_or_compile(jitted, self.name, args, h.hexdigest()[:40], where)
             self._loaded[signature] = compiled
         return compiled(*dynamic)
 
